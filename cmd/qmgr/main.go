@@ -1,0 +1,509 @@
+// Command qmgr owns the queue (DESIGN.md §3, §4). It takes committed
+// messages from incoming/ (on a trigger from cleanup, and by scanning),
+// moves each into active/, hands its recipients to the delivery service
+// of their transport (local now; smtp when remote delivery exists) with
+// the queue file's descriptor, and applies the results: a delivered
+// recipient is marked done in the file, a message with nothing left to do
+// is removed, and one with recipients that failed temporarily goes to
+// deferred/ with its next attempt time (exponential backoff between
+// minimal_backoff_time and maximal_backoff_time), where the timer finds it
+// again every queue_run_delay.
+//
+// Privilege: mail_owner, chrooted into the queue directory, no
+// capabilities.
+//
+// Limits and failure modes:
+//   - at start, crash recovery (queue.Recover): active/ goes back to
+//     incoming/, tmp/ is emptied, unreadable files go to corrupt/;
+//   - at most qmgrActiveLimit messages are in active/ at once, the rest
+//     wait in incoming/ (memory stays bounded whatever the queue size);
+//   - at most local_destination_concurrency_limit deliveries run at once
+//     per transport;
+//   - a transport whose service is not in services.conf, or that does not
+//     answer, defers its recipients ("mail transport unavailable"): the
+//     message waits, it is never dropped;
+//   - a delivery agent's answer is checked: a recipient it does not
+//     answer for is deferred.
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"postern/internal/address"
+	"postern/internal/config"
+	"postern/internal/ipc"
+	"postern/internal/log"
+	"postern/internal/passwd"
+	"postern/internal/queue"
+	"postern/internal/route"
+	"postern/internal/service"
+)
+
+const qmgrActiveLimit = 10000
+
+type qmgr struct {
+	cfg        *config.Config
+	route      *route.Resolver
+	transports map[string]*transport
+	minBackoff time.Duration
+	maxBackoff time.Duration
+	runDelay   time.Duration
+	timeout    time.Duration
+
+	work   chan queue.ID // messages to take into active/
+	active chan struct{} // semaphore: messages in active/
+	mu     sync.Mutex
+	busy   map[queue.ID]bool
+}
+
+// transport is a delivery service and its concurrency window.
+type transport struct {
+	name string
+	sem  chan struct{}
+	mu   sync.Mutex
+	idle []*ipc.Conn
+}
+
+func main() {
+	d := service.Init("qmgr")
+	cfg := d.Config
+	users, err := passwd.Load("/etc/passwd", "/etc/group")
+	if err != nil {
+		d.Fatalf("%v", err)
+	}
+	rt, err := route.New(cfg, users)
+	if err != nil {
+		d.Fatalf("%v", err)
+	}
+	q := &qmgr{
+		cfg: cfg, route: rt,
+		transports: map[string]*transport{},
+		minBackoff: cfg.Duration("minimal_backoff_time"),
+		maxBackoff: cfg.Duration("maximal_backoff_time"),
+		runDelay:   cfg.Duration("queue_run_delay"),
+		timeout:    cfg.Duration("ipc_timeout"),
+		work:       make(chan queue.ID, qmgrActiveLimit),
+		active:     make(chan struct{}, qmgrActiveLimit),
+		busy:       map[queue.ID]bool{},
+	}
+	conc := int(cfg.Int("local_destination_concurrency_limit"))
+	if conc <= 0 {
+		conc = 20
+	}
+	for _, s := range cfg.Services() {
+		if s.Type == "unix" && s.Private {
+			q.transports[s.Name] = &transport{name: s.Name, sem: make(chan struct{}, conc)}
+		}
+	}
+	d.Drop()
+	if err := queue.Recover(".", log.Infof); err != nil {
+		d.Fatalf("recovery: %v", err)
+	}
+	ctx := d.Context()
+	go q.dispatch(ctx)
+	go q.timer(ctx)
+	q.scan("incoming")
+	q.scanDue()
+	d.Serve(0, q.handleTrigger)
+}
+
+// handleTrigger reads requests on public/qmgr: "new" (cleanup committed a
+// file), "scan" and "flush" (postern queue flush).
+func (q *qmgr) handleTrigger(ctx context.Context, nc net.Conn) {
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		nc.Close()
+		return
+	}
+	c := ipc.NewConn(uc, 64<<10)
+	defer c.Close()
+	for {
+		m, files, err := c.Recv(0)
+		for _, f := range files {
+			f.Close()
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				log.Warnf("trigger: %v", err)
+			}
+			return
+		}
+		switch m.Get("op") {
+		case "new":
+			id := queue.ID(m.Get("queue_id"))
+			if !queue.ValidID(string(id)) {
+				log.Warnf("trigger: bad queue id %q", id)
+				return
+			}
+			q.enqueue(id)
+		case "scan":
+			go q.scan("incoming")
+		case "flush":
+			go q.flush()
+			c.Send(ipc.NewMsg("status", "ok"))
+		default:
+			log.Warnf("trigger: unknown request %q", m.Get("op"))
+			return
+		}
+	}
+}
+
+func (q *qmgr) enqueue(id queue.ID) {
+	q.mu.Lock()
+	if q.busy[id] {
+		q.mu.Unlock()
+		return
+	}
+	q.busy[id] = true
+	q.mu.Unlock()
+	select {
+	case q.work <- id:
+	default:
+		// The active queue is full; the file stays in incoming/ and the
+		// next scan finds it.
+		q.done(id)
+	}
+}
+
+func (q *qmgr) done(id queue.ID) {
+	q.mu.Lock()
+	delete(q.busy, id)
+	q.mu.Unlock()
+}
+
+func (q *qmgr) scan(dir string) {
+	ids, err := queue.List(".", dir)
+	if err != nil {
+		log.Errorf("scan %s: %v", dir, err)
+		return
+	}
+	for _, id := range ids {
+		q.enqueue(id)
+	}
+}
+
+func (q *qmgr) scanDue() {
+	ids, err := queue.Due(".", time.Now())
+	if err != nil {
+		log.Errorf("scan deferred: %v", err)
+		return
+	}
+	for _, id := range ids {
+		if err := queue.Move(".", id, "deferred", "incoming"); err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				log.Errorf("%s: move to incoming: %v", id, err)
+			}
+			continue
+		}
+		q.enqueue(id)
+	}
+}
+
+func (q *qmgr) flush() {
+	ids, err := queue.List(".", "deferred")
+	if err != nil {
+		log.Errorf("flush: %v", err)
+		return
+	}
+	for _, id := range ids {
+		if err := queue.Move(".", id, "deferred", "incoming"); err == nil {
+			q.enqueue(id)
+		}
+	}
+	q.scan("incoming")
+}
+
+func (q *qmgr) timer(ctx context.Context) {
+	t := time.NewTicker(q.runDelay)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			q.scanDue()
+			q.scan("incoming")
+		}
+	}
+}
+
+func (q *qmgr) dispatch(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case id := <-q.work:
+			select {
+			case q.active <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			go func() {
+				defer func() { <-q.active }()
+				defer q.done(id)
+				q.process(id)
+			}()
+		}
+	}
+}
+
+// process runs one delivery attempt of one message.
+func (q *qmgr) process(id queue.ID) {
+	if err := queue.Move(".", id, "incoming", "active"); err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			log.Errorf("%s: move to active: %v", id, err)
+		}
+		return
+	}
+	path := queue.Path(".", "active", id)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		log.Errorf("%s: open: %v", id, err)
+		return
+	}
+	qf, err := queue.Open(f)
+	if err != nil {
+		f.Close()
+		log.Warnf("%s: unreadable queue file, moved to corrupt/: %v", id, err)
+		queue.Move(".", id, "active", "corrupt")
+		return
+	}
+	defer f.Close()
+	env := qf.Envelope()
+	pending := 0
+	for _, r := range env.Recipients {
+		if r.Status == '-' || r.Status == 'W' {
+			pending++
+		}
+	}
+	log.Infof("%s: from=<%s>, size=%d, nrcpt=%d (queue active)", id, env.Sender, env.Size, pending)
+
+	// Group the pending recipients by transport.
+	groups := map[string][]int{}
+	var order []string
+	for i, r := range env.Recipients {
+		if r.Status != '-' && r.Status != 'W' {
+			continue
+		}
+		tr := "smtp"
+		if a, err := address.Parse(r.Addr, true); err == nil {
+			tr = q.route.Transport(a)
+		}
+		if _, ok := groups[tr]; !ok {
+			order = append(order, tr)
+		}
+		groups[tr] = append(groups[tr], i)
+	}
+	results := make([]result, len(env.Recipients))
+	var wg sync.WaitGroup
+	for _, tr := range order {
+		idx := groups[tr]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q.deliver(id, qf, f, tr, idx, results)
+		}()
+	}
+	wg.Wait()
+
+	left := 0
+	reason := ""
+	for _, i := range pendingIndexes(groups) {
+		switch results[i].status {
+		case "sent":
+			qf.SetStatus(i, 'D')
+		case "bounce":
+			qf.SetStatus(i, 'F')
+		default:
+			left++
+			if reason == "" {
+				reason = results[i].reason
+			}
+		}
+	}
+	if left == 0 {
+		// Everything is done: removing the file is the durable mark.
+		if err := os.Remove(path); err != nil {
+			log.Errorf("%s: remove: %v", id, err)
+			return
+		}
+		log.Infof("%s: removed", id)
+		return
+	}
+	attempts := env.Attempts + 1
+	next := time.Now().Add(q.backoff(attempts))
+	if err := qf.SetSchedule(attempts, next); err != nil {
+		log.Errorf("%s: update schedule: %v", id, err)
+	}
+	// Done marks and the schedule must be on disk before the file moves
+	// on (DESIGN.md §3, invariant 3).
+	if err := qf.Sync(); err != nil {
+		log.Errorf("%s: sync: %v", id, err)
+	}
+	if err := queue.Move(".", id, "active", "deferred"); err != nil {
+		log.Errorf("%s: move to deferred: %v", id, err)
+		return
+	}
+	os.Chtimes(queue.Path(".", "deferred", id), next, next)
+}
+
+func pendingIndexes(groups map[string][]int) []int {
+	var out []int
+	for _, l := range groups {
+		out = append(out, l...)
+	}
+	return out
+}
+
+// backoff is the wait before attempt n+1: doubling from
+// minimal_backoff_time, never more than maximal_backoff_time.
+func (q *qmgr) backoff(attempts int) time.Duration {
+	d := q.minBackoff
+	for i := 1; i < attempts && d < q.maxBackoff; i++ {
+		d *= 2
+	}
+	if d > q.maxBackoff {
+		d = q.maxBackoff
+	}
+	return d
+}
+
+type result struct {
+	status, dsn, reason string
+}
+
+// deliver hands the recipients idx of one message to transport tr and
+// records the answers in results.
+func (q *qmgr) deliver(id queue.ID, qf *queue.File, f *os.File, tr string, idx []int, results []result) {
+	env := qf.Envelope()
+	t := q.transports[tr]
+	deferAll := func(reason string) {
+		for _, i := range idx {
+			results[i] = result{"defer", "4.3.0", reason}
+			log.Infof("%s: to=<%s>, relay=none, delay=%.2f, dsn=4.3.0, status=deferred (%s)",
+				id, env.Recipients[i].Addr, time.Since(env.Arrival).Seconds(), reason)
+		}
+	}
+	if t == nil {
+		deferAll("mail transport unavailable")
+		return
+	}
+	t.sem <- struct{}{}
+	defer func() { <-t.sem }()
+
+	req := ipc.NewMsg("op", "deliver", "queue_id", string(id), "sender", env.Sender)
+	req.AddInt("arrival", env.Arrival.UnixNano())
+	for _, i := range idx {
+		r := env.Recipients[i]
+		req.AddInt("rcpt_index", int64(i))
+		req.Add("rcpt", r.Addr)
+		req.Add("orcpt", r.ORcpt)
+	}
+	c, reused, err := t.get()
+	if err == nil {
+		err = c.Send(req, f)
+		if err != nil && reused {
+			// A pooled connection the agent closed meanwhile: one retry.
+			c.Close()
+			c, err = t.dial()
+			if err == nil {
+				err = c.Send(req, f)
+			}
+		}
+	}
+	if err != nil {
+		if c != nil {
+			c.Close()
+		}
+		log.Warnf("%s: connect to %s: %v", id, tr, err)
+		deferAll("mail transport unavailable")
+		return
+	}
+	resp, files, err := c.Recv(q.timeout)
+	for _, x := range files {
+		x.Close()
+	}
+	if err != nil {
+		c.Close()
+		log.Warnf("%s: no answer from %s: %v", id, tr, err)
+		deferAll("delivery agent " + tr + " did not answer")
+		return
+	}
+	t.put(c)
+	got := map[int]bool{}
+	ix, st, dsn, why := resp.All("rcpt_index"), resp.All("status"), resp.All("dsn"), resp.All("reason")
+	for k := range ix {
+		i, err := strconv.Atoi(ix[k])
+		if err != nil || k >= len(st) || !contains(idx, i) {
+			continue
+		}
+		r := result{status: st[k]}
+		if k < len(dsn) {
+			r.dsn = dsn[k]
+		}
+		if k < len(why) {
+			r.reason = why[k]
+		}
+		if r.status != "sent" && r.status != "bounce" {
+			r.status = "defer"
+		}
+		results[i] = r
+		got[i] = true
+	}
+	var missing []int
+	for _, i := range idx {
+		if !got[i] {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) > 0 {
+		log.Warnf("%s: %s did not answer for %d recipient(s); deferring them", id, tr, len(missing))
+		for _, i := range missing {
+			results[i] = result{"defer", "4.3.0", "delivery status unknown"}
+		}
+	}
+}
+
+func contains(l []int, x int) bool {
+	for _, y := range l {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *transport) dial() (*ipc.Conn, error) {
+	return ipc.Dial(filepath.Join("private", t.name), 10*time.Second)
+}
+
+func (t *transport) get() (*ipc.Conn, bool, error) {
+	t.mu.Lock()
+	if n := len(t.idle); n > 0 {
+		c := t.idle[n-1]
+		t.idle = t.idle[:n-1]
+		t.mu.Unlock()
+		return c, true, nil
+	}
+	t.mu.Unlock()
+	c, err := t.dial()
+	return c, false, err
+}
+
+func (t *transport) put(c *ipc.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.idle) >= cap(t.sem) {
+		c.Close()
+		return
+	}
+	t.idle = append(t.idle, c)
+}

@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs what `make test` and `make check` use and a fresh machine lacks:
+# Debian packages (swaks, mandoc, a syslog-free python3 is already there)
+# and staticcheck from the Go module proxy. Idempotent; quiet when all is
+# present. Needs root for apt-get; as an ordinary user it says what is
+# missing and fails.
+set -eu
+need_pkgs=""
+command -v swaks >/dev/null 2>&1 || need_pkgs="$need_pkgs swaks"
+command -v mandoc >/dev/null 2>&1 || need_pkgs="$need_pkgs mandoc"
+command -v python3 >/dev/null 2>&1 || need_pkgs="$need_pkgs python3"
+command -v useradd >/dev/null 2>&1 || need_pkgs="$need_pkgs passwd"
+command -v unshare >/dev/null 2>&1 || need_pkgs="$need_pkgs util-linux"
+if [ -n "$need_pkgs" ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "make deps: missing packages:$need_pkgs (run 'make deps' as root once)" >&2
+		exit 1
+	fi
+	echo "make deps: installing$need_pkgs"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q >/dev/null
+	apt-get install -y -q --no-install-recommends $need_pkgs >/dev/null
+fi
+gobin=$(go env GOPATH)/bin
+if ! command -v staticcheck >/dev/null 2>&1 && [ ! -x "$gobin/staticcheck" ]; then
+	echo "make deps: installing staticcheck"
+	CGO_ENABLED=0 go install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+fi

@@ -1,0 +1,59 @@
+package privsep
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// AsUser runs fn on a thread of its own whose filesystem uid and gid are
+// uid and gid, so every file fn creates belongs to that user and every
+// permission check is made as that user (DESIGN.md §2: never change the
+// whole process's ids back and forth). It needs CAP_SETUID and CAP_SETGID;
+// a process that is not root runs fn as itself, and refuses a uid that is
+// not its own. uid 0 is allowed: it is root's own mailbox, and the caller
+// holds no capability that would let fsuid 0 override permissions.
+//
+// fn must do its file operations on the calling goroutine: a goroutine it
+// starts may run on another thread, with other credentials. Go starts new
+// threads from a template thread while a goroutine is locked, so no thread
+// inherits the switched ids.
+func AsUser(uid, gid int, fn func() error) error {
+	if os.Geteuid() != 0 {
+		if uid != os.Geteuid() {
+			return fmt.Errorf("privsep: cannot act as uid %d: this process is unprivileged (uid %d)", uid, os.Geteuid())
+		}
+		return fn()
+	}
+	runtime.LockOSThread()
+	if err := switchFS(uid, gid); err != nil {
+		// Whatever state the thread is in, it dies with this goroutine
+		// because it stays locked.
+		return err
+	}
+	ferr := fn()
+	if err := switchFS(0, 0); err != nil {
+		return fmt.Errorf("privsep: restore filesystem ids: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+func switchFS(uid, gid int) error {
+	// setfsuid reports only the previous value; read back to know it took.
+	if _, err := unix.SetfsgidRetGid(gid); err != nil {
+		return fmt.Errorf("privsep: setfsgid(%d): %w", gid, err)
+	}
+	if cur, _ := unix.SetfsgidRetGid(-1); cur != gid {
+		return fmt.Errorf("privsep: setfsgid(%d) did not take (fsgid %d)", gid, cur)
+	}
+	if _, err := unix.SetfsuidRetUid(uid); err != nil {
+		return fmt.Errorf("privsep: setfsuid(%d): %w", uid, err)
+	}
+	if cur, _ := unix.SetfsuidRetUid(-1); cur != uid {
+		return fmt.Errorf("privsep: setfsuid(%d) did not take (fsuid %d)", uid, cur)
+	}
+	return nil
+}

@@ -1,0 +1,282 @@
+// Package route decides what a recipient address is: a local (system)
+// user of mydestination, a virtual mailbox, an unknown user of a domain we
+// are final destination for, or a remote address; and for local and
+// virtual recipients, where the mail goes. smtpd uses it at RCPT time (so
+// unknown users are refused then, not bounced later), qmgr to pick the
+// transport, and local to find the mailbox.
+//
+// All tables are loaded when the Resolver is made (before a daemon drops
+// privilege and chroots); a reload restarts the daemons, which makes new
+// Resolvers. Lookups never touch the disk.
+//
+// Lookups follow Postfix: domains compare case-insensitively; local parts
+// of local(8) users are folded to lower case; with recipient_delimiter
+// set, "user+ext" is looked up as itself first and then as "user";
+// postmaster always exists in every domain we are final destination for.
+package route
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"postern/internal/address"
+	"postern/internal/config"
+	"postern/internal/passwd"
+)
+
+// Class is what kind of destination an address has.
+type Class int
+
+// The classes of a recipient.
+const (
+	Remote  Class = iota // another host's domain
+	Local                // a domain in mydestination
+	Virtual              // a domain in virtual_mailbox_domains
+)
+
+func (c Class) String() string {
+	switch c {
+	case Local:
+		return "local"
+	case Virtual:
+		return "virtual"
+	}
+	return "remote"
+}
+
+// Resolver answers questions about recipients.
+type Resolver struct {
+	myDest   map[string]bool
+	virtDom  map[string]bool
+	virtMaps config.Maps
+	uidMaps  config.Maps
+	gidMaps  config.Maps
+	aliases  config.Maps
+	virtBase string
+	homeMbox string
+	delim    string
+	users    *passwd.DB
+	myHost   string
+}
+
+// New loads everything the resolver needs from cfg and the user database.
+func New(cfg *config.Config, users *passwd.DB) (*Resolver, error) {
+	r := &Resolver{
+		myDest:   map[string]bool{},
+		virtDom:  map[string]bool{},
+		virtBase: cfg.Get("virtual_mailbox_base"),
+		homeMbox: cfg.Get("home_mailbox"),
+		delim:    cfg.Get("recipient_delimiter"),
+		users:    users,
+		myHost:   strings.ToLower(cfg.Get("myhostname")),
+	}
+	for _, d := range cfg.List("mydestination") {
+		r.myDest[normDomain(d)] = true
+	}
+	for _, d := range cfg.List("virtual_mailbox_domains") {
+		d = normDomain(d)
+		if r.myDest[d] {
+			return nil, fmt.Errorf("domain %s is in both mydestination and virtual_mailbox_domains; a domain is one or the other", d)
+		}
+		r.virtDom[d] = true
+	}
+	var err error
+	load := func(name string) config.Maps {
+		if err != nil {
+			return nil
+		}
+		var m config.Maps
+		m, err = cfg.Maps(name)
+		if err != nil {
+			err = fmt.Errorf("%s: %w", name, err)
+		}
+		return m
+	}
+	r.virtMaps = load("virtual_mailbox_maps")
+	r.uidMaps = load("virtual_uid_maps")
+	r.gidMaps = load("virtual_gid_maps")
+	r.aliases = load("alias_maps")
+	if err != nil {
+		return nil, err
+	}
+	if len(r.virtDom) > 0 && r.virtBase == "" {
+		return nil, fmt.Errorf("virtual_mailbox_domains is set but virtual_mailbox_base is empty")
+	}
+	return r, nil
+}
+
+func normDomain(d string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+}
+
+// Classify says which kind of domain the address belongs to. A bare
+// "postmaster" (no domain) is local.
+func (r *Resolver) Classify(a address.Address) Class {
+	d := normDomain(a.Domain)
+	switch {
+	case d == "" || r.myDest[d]:
+		return Local
+	case r.virtDom[d]:
+		return Virtual
+	}
+	return Remote
+}
+
+// Transport is the delivery service for an address: "local" for local and
+// virtual mailboxes (one daemon delivers both), "smtp" otherwise.
+func (r *Resolver) Transport(a address.Address) string {
+	if r.Classify(a) == Remote {
+		return "smtp"
+	}
+	return "local"
+}
+
+// Known reports whether a local or virtual recipient exists; for a remote
+// address it is always true (relay policy is smtpd's business). The reason
+// names the table that does not know the user, in Postfix's words.
+func (r *Resolver) Known(a address.Address) (bool, string) {
+	switch r.Classify(a) {
+	case Local:
+		user := strings.ToLower(a.Local)
+		if user == "postmaster" {
+			return true, ""
+		}
+		for _, u := range r.candidates(user) {
+			if _, ok := r.aliases.Lookup(u); ok {
+				return true, ""
+			}
+			if _, ok := r.users.User(u); ok {
+				return true, ""
+			}
+		}
+		return false, "User unknown in local recipient table"
+	case Virtual:
+		if _, ok := r.virtualEntry(a); ok || strings.EqualFold(a.Local, "postmaster") {
+			return true, ""
+		}
+		return false, "User unknown in virtual mailbox table"
+	}
+	return true, ""
+}
+
+// candidates lists the lookup keys for a local part: itself, then without
+// its extension.
+func (r *Resolver) candidates(local string) []string {
+	out := []string{local}
+	if r.delim != "" {
+		if u, ext := address.SplitExtension(local, r.delim); ext != "" && u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func (r *Resolver) virtualEntry(a address.Address) (string, bool) {
+	d := normDomain(a.Domain)
+	for _, u := range r.candidates(a.Local) {
+		if v, ok := r.virtMaps.Lookup(u + "@" + d); ok {
+			return v, true
+		}
+	}
+	if v, ok := r.virtMaps.Lookup("@" + d); ok {
+		return v, true
+	}
+	return "", false
+}
+
+// Alias returns the expansion of a local user in alias_maps, if any.
+func (r *Resolver) Alias(local string) ([]string, bool) {
+	for _, u := range r.candidates(strings.ToLower(local)) {
+		if v, ok := r.aliases.Lookup(u); ok {
+			var out []string
+			for _, f := range strings.Split(v, ",") {
+				if f = strings.TrimSpace(f); f != "" {
+					out = append(out, f)
+				}
+			}
+			return out, true
+		}
+	}
+	return nil, false
+}
+
+// Mailbox is where a message for one recipient is written, and as whom.
+type Mailbox struct {
+	Path     string // absolute path of the Maildir (ends in "/") or mbox file
+	Maildir  bool
+	UID, GID int
+	User     string // account name for logs, or the virtual address
+}
+
+// LocalMailbox finds the mailbox of a local (system) user. Extensions are
+// stripped; the user must exist in the passwd database.
+func (r *Resolver) LocalMailbox(local string) (Mailbox, error) {
+	for _, u := range r.candidates(strings.ToLower(local)) {
+		pw, ok := r.users.User(u)
+		if !ok {
+			continue
+		}
+		p := r.homeMbox
+		if p == "" {
+			p = "Maildir/"
+		}
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(pw.Home, p)
+			if strings.HasSuffix(r.homeMbox, "/") || r.homeMbox == "" {
+				p += "/"
+			}
+		}
+		return Mailbox{Path: p, Maildir: strings.HasSuffix(p, "/"), UID: pw.UID, GID: pw.GID, User: pw.Name}, nil
+	}
+	return Mailbox{}, fmt.Errorf("user %q unknown", local)
+}
+
+// VirtualMailbox finds the mailbox of a virtual address per
+// virtual_mailbox_maps, virtual_uid_maps and virtual_gid_maps.
+func (r *Resolver) VirtualMailbox(a address.Address) (Mailbox, error) {
+	v, ok := r.virtualEntry(a)
+	if !ok {
+		return Mailbox{}, fmt.Errorf("%s: not in virtual_mailbox_maps", a)
+	}
+	if strings.Contains(v, "..") || filepath.IsAbs(v) {
+		return Mailbox{}, fmt.Errorf("%s: virtual_mailbox_maps value %q must be a path below virtual_mailbox_base", a, v)
+	}
+	key := strings.ToLower(a.Local) + "@" + normDomain(a.Domain)
+	uid, err := r.id(r.uidMaps, "virtual_uid_maps", key, a)
+	if err != nil {
+		return Mailbox{}, err
+	}
+	gid, err := r.id(r.gidMaps, "virtual_gid_maps", key, a)
+	if err != nil {
+		return Mailbox{}, err
+	}
+	p := filepath.Join(r.virtBase, v)
+	if strings.HasSuffix(v, "/") {
+		p += "/"
+	}
+	return Mailbox{Path: p, Maildir: strings.HasSuffix(p, "/"), UID: uid, GID: gid, User: a.String()}, nil
+}
+
+func (r *Resolver) id(m config.Maps, setting, key string, a address.Address) (int, error) {
+	v, ok := m.Lookup(key)
+	if !ok {
+		v, ok = m.Lookup("@" + normDomain(a.Domain))
+	}
+	if !ok {
+		return 0, fmt.Errorf("%s: no entry in %s", a, setting)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%s: %s value %q is not a number", a, setting, v)
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("%s: %s gives id 0; virtual mail is never written as root", a, setting)
+	}
+	return n, nil
+}
+
+// MyHostname is the canonical local domain, where postmaster of a virtual
+// domain is sent when the virtual table has no entry for it.
+func (r *Resolver) MyHostname() string { return r.myHost }

@@ -1,0 +1,225 @@
+// Package service is the contract between master and the daemons it
+// spawns: how a daemon finds its configuration, its listening sockets and
+// its control channel, how it drops privilege, and how it stops.
+//
+// Master execs every daemon as root (or as the invoking user when master is
+// not root) with these file descriptors:
+//
+//	0      /dev/null
+//	1, 2   a pipe to master, which tags each line and logs it (DESIGN.md §8)
+//	3      the control socket: a byte 's' asks for a graceful stop;
+//	       end of file means master is gone and the daemon exits at once
+//	4...   the listening sockets of the service, POSTERN_LISTEN_FDS of them
+//
+// and the arguments `-c CONFIG_DIR -n SERVICE_NAME -t TYPE`. The daemon
+// loads the configuration itself, applies the service's -o overrides, opens
+// what it needs while still privileged, and then calls Drop before it
+// accepts a connection. A stop closes the listeners, cancels the context
+// handed to connection handlers (each decides how to wind down: an SMTP
+// session says 421 at its next command) and waits for them; master kills
+// whatever is still running after master_stop_timeout.
+package service
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"postern/internal/config"
+	"postern/internal/log"
+	"postern/internal/privsep"
+)
+
+// Environment and descriptor layout shared with master.
+const (
+	EnvListenFDs       = "POSTERN_LISTEN_FDS"
+	ControlFD          = 3
+	FirstListenFD      = 4
+	StopByte      byte = 's'
+)
+
+// Daemon is a running daemon's view of its service.
+type Daemon struct {
+	Program   string
+	Config    *config.Config // with the service's -o overrides applied
+	Service   config.Service
+	Listeners []net.Listener
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Init parses the arguments master gave, loads the configuration and
+// collects the listening sockets. It exits with a fatal log line when any
+// of that fails: a daemon without its configuration cannot do anything
+// useful, and master will log and throttle the restart.
+func Init(program string) *Daemon {
+	fs := flag.NewFlagSet(program, flag.ContinueOnError)
+	dir := fs.String("c", "/etc/postern", "configuration directory")
+	name := fs.String("n", program, "service name")
+	typ := fs.String("t", "unix", "service type")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		log.Fatalf("%s: bad arguments: %v", program, err)
+	}
+	cfg, err := config.Load(*dir)
+	if err != nil {
+		log.Fatalf("%s: configuration: %v", program, err)
+	}
+	d := &Daemon{Program: program, Config: cfg}
+	found := false
+	for _, s := range cfg.Services() {
+		if s.Name == *name && s.Type == *typ {
+			d.Service, found = s, true
+			break
+		}
+	}
+	if !found {
+		log.Fatalf("%s: service %s/%s is not in %s/services.conf", program, *name, *typ, *dir)
+	}
+	if len(d.Service.Options) > 0 {
+		c, err := cfg.WithOverrides(d.Service.Options)
+		if err != nil {
+			log.Fatalf("%s: %s:%d: service %s: %v", program, d.Service.File, d.Service.Line, *name, err)
+		}
+		d.Config = c
+	}
+	n, _ := strconv.Atoi(os.Getenv(EnvListenFDs))
+	for i := 0; i < n; i++ {
+		f := os.NewFile(uintptr(FirstListenFD+i), "listener")
+		l, err := net.FileListener(f)
+		if err != nil {
+			log.Fatalf("%s: listening socket %d: %v", program, i, err)
+		}
+		f.Close()
+		d.Listeners = append(d.Listeners, l)
+	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	// Terminal signals belong to master; it stops us through the control
+	// socket. SIGTERM from an administrator means the same as a stop.
+	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	go func() { <-term; d.Stop() }()
+	go d.watchControl()
+	return d
+}
+
+func (d *Daemon) watchControl() {
+	ctl := os.NewFile(ControlFD, "control")
+	if ctl == nil {
+		return
+	}
+	buf := make([]byte, 1)
+	for {
+		n, err := ctl.Read(buf)
+		if n == 1 && buf[0] == StopByte {
+			d.Stop()
+			continue
+		}
+		if err == io.EOF || err != nil {
+			// Master is gone; Pdeathsig normally got here first.
+			os.Exit(0)
+		}
+	}
+}
+
+// Drop gives up privilege as the service's columns say (DESIGN.md §2):
+// unprivileged services become mail_owner; chrooted ones are confined to
+// the queue directory; everything else keeps only keepCaps and runs in the
+// queue directory. Exits on failure.
+func (d *Daemon) Drop(keepCaps ...int) {
+	spool := d.Config.Get("queue_directory")
+	spec := privsep.Spec{Dir: spool, KeepCaps: keepCaps}
+	if d.Service.Unpriv {
+		spec.User = d.Config.Get("mail_owner")
+	}
+	if d.Service.Chroot {
+		spec.Chroot = spool
+	}
+	if _, err := privsep.Drop(spec); err != nil {
+		log.Fatalf("%s: %v", d.Program, err)
+	}
+}
+
+// Context is cancelled when master asks the daemon to stop.
+func (d *Daemon) Context() context.Context { return d.ctx }
+
+// Stop starts a graceful stop: listeners close, the context is cancelled.
+func (d *Daemon) Stop() {
+	d.cancel()
+	for _, l := range d.Listeners {
+		l.Close()
+	}
+}
+
+// Serve accepts connections on every listener, at most limit at a time
+// (0 = no limit), and runs handle for each in its own goroutine. It returns
+// after a stop, once every handler has returned.
+func (d *Daemon) Serve(limit int, handle func(ctx context.Context, c net.Conn)) {
+	var sem chan struct{}
+	if limit > 0 {
+		sem = make(chan struct{}, limit)
+	}
+	var accepters sync.WaitGroup
+	for _, l := range d.Listeners {
+		accepters.Add(1)
+		go func(l net.Listener) {
+			defer accepters.Done()
+			for {
+				if sem != nil {
+					select {
+					case sem <- struct{}{}:
+					case <-d.ctx.Done():
+						return
+					}
+				}
+				c, err := l.Accept()
+				if err != nil {
+					if sem != nil {
+						<-sem
+					}
+					if d.ctx.Err() != nil {
+						return
+					}
+					if ne, ok := err.(net.Error); ok && ne.Timeout() {
+						continue
+					}
+					// EMFILE and friends: say so, and do not spin.
+					log.Errorf("accept on %s: %v", l.Addr(), err)
+					select {
+					case <-d.ctx.Done():
+						return
+					case <-time.After(100 * time.Millisecond):
+					}
+					continue
+				}
+				d.wg.Add(1)
+				go func() {
+					defer d.wg.Done()
+					defer func() {
+						if sem != nil {
+							<-sem
+						}
+					}()
+					handle(d.ctx, c)
+				}()
+			}
+		}(l)
+	}
+	accepters.Wait()
+	d.wg.Wait()
+}
+
+// Fatalf is log.Fatalf with the program name, for start-up failures.
+func (d *Daemon) Fatalf(format string, args ...any) {
+	log.Fatalf("%s: %s", d.Program, fmt.Sprintf(format, args...))
+}
