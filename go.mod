@@ -2,7 +2,4 @@ module postern
 
 go 1.26.0
 
-require (
-	github.com/moby/sys/capability v0.5.0 // indirect
-	golang.org/x/sys v0.49.0 // indirect
-)
+require golang.org/x/sys v0.49.0

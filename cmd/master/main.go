@@ -94,7 +94,7 @@ type spawnReq struct {
 }
 
 func main() {
-	dir := flag.String("c", "/etc/postern", "configuration directory")
+	dir := flag.String("c", config.DefaultConfigDirectory, "configuration directory")
 	detach := flag.Bool("d", false, "detached (started by 'postern start'): log to syslog or maillog_file, report readiness on stdout")
 	flag.Parse()
 

@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"postern/internal/config"
 )
 
 const usage = `usage: postern [-c DIR] COMMAND [ARGS]
@@ -93,5 +95,5 @@ func defaultConfigDir() string {
 	if d := os.Getenv("POSTERN_CONFIG_DIR"); d != "" {
 		return d
 	}
-	return "/etc/postern"
+	return config.DefaultConfigDirectory
 }

@@ -48,8 +48,8 @@ func (c Class) String() string {
 
 // Resolver answers questions about recipients.
 type Resolver struct {
-	myDest   map[string]bool
-	virtDom  map[string]bool
+	myDest   *config.DomainList
+	virtDom  *config.DomainList
 	virtMaps config.Maps
 	uidMaps  config.Maps
 	gidMaps  config.Maps
@@ -64,25 +64,24 @@ type Resolver struct {
 // New loads everything the resolver needs from cfg and the user database.
 func New(cfg *config.Config, users *passwd.DB) (*Resolver, error) {
 	r := &Resolver{
-		myDest:   map[string]bool{},
-		virtDom:  map[string]bool{},
 		virtBase: cfg.Get("virtual_mailbox_base"),
 		homeMbox: cfg.Get("home_mailbox"),
 		delim:    cfg.Get("recipient_delimiter"),
 		users:    users,
 		myHost:   strings.ToLower(cfg.Get("myhostname")),
 	}
-	for _, d := range cfg.List("mydestination") {
-		r.myDest[normDomain(d)] = true
+	var err error
+	if r.myDest, err = cfg.Domains("mydestination"); err != nil {
+		return nil, fmt.Errorf("mydestination: %w", err)
+	}
+	if r.virtDom, err = cfg.Domains("virtual_mailbox_domains"); err != nil {
+		return nil, fmt.Errorf("virtual_mailbox_domains: %w", err)
 	}
 	for _, d := range cfg.List("virtual_mailbox_domains") {
-		d = normDomain(d)
-		if r.myDest[d] {
+		if r.myDest.Match(normDomain(d)) {
 			return nil, fmt.Errorf("domain %s is in both mydestination and virtual_mailbox_domains; a domain is one or the other", d)
 		}
-		r.virtDom[d] = true
 	}
-	var err error
 	load := func(name string) config.Maps {
 		if err != nil {
 			return nil
@@ -101,7 +100,7 @@ func New(cfg *config.Config, users *passwd.DB) (*Resolver, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(r.virtDom) > 0 && r.virtBase == "" {
+	if !r.virtDom.Empty() && r.virtBase == "" {
 		return nil, fmt.Errorf("virtual_mailbox_domains is set but virtual_mailbox_base is empty")
 	}
 	return r, nil
@@ -116,9 +115,9 @@ func normDomain(d string) string {
 func (r *Resolver) Classify(a address.Address) Class {
 	d := normDomain(a.Domain)
 	switch {
-	case d == "" || r.myDest[d]:
+	case d == "" || r.myDest.Match(d):
 		return Local
-	case r.virtDom[d]:
+	case r.virtDom.Match(d):
 		return Virtual
 	}
 	return Remote

@@ -1,0 +1,364 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Setting describes one postern.conf setting. The table of settings drives
+// the defaults, the validation, `postern config`, the commented default
+// postern.conf and the settings section of postern.conf(5).
+type Setting struct {
+	// Name is the setting's name, as written in postern.conf.
+	Name string
+	// Kind is one of "string", "int", "bool", "duration", "list" or "maps".
+	Kind string
+	// Default is the literal default value, before $name expansion. It is
+	// empty for the few settings whose default is computed when the
+	// configuration is loaded (myhostname, mydomain); Doc says how.
+	Default string
+	// Doc is a one-line description.
+	Doc string
+	// Detail is an optional longer description for the manual page; it
+	// names any difference from Postfix.
+	Detail string
+	// Group is the heading under which the setting appears in the default
+	// postern.conf and in the manual page.
+	Group string
+}
+
+// The kinds of value a setting can hold.
+const (
+	KindString   = "string"
+	KindInt      = "int"
+	KindBool     = "bool"
+	KindDuration = "duration"
+	KindList     = "list"
+	KindMaps     = "maps"
+)
+
+// Groups, in the order they appear in the default postern.conf and the
+// manual page.
+var groups = []string{
+	"Files and ownership",
+	"Host and domain names",
+	"Listening and trusted networks",
+	"SMTP server",
+	"Local delivery",
+	"Virtual mailboxes",
+	"Queue",
+	"Processes and timeouts",
+	"Logging",
+}
+
+// param is an entry of the table: the public description plus how the value
+// is checked and, for computed defaults, how the default is found.
+type param struct {
+	Setting
+	min, max int64 // for int (count) and duration (seconds); max 0 = none
+	check    func(v string) error
+	// def computes the default when Default cannot be a constant.
+	def func(c *Config, resolve func(string) (string, error)) (string, error)
+	// aliases marks a maps setting whose texthash tables are in aliases(5)
+	// format.
+	aliases bool
+}
+
+// Build-time defaults: a packager sets them with
+// -ldflags "-X postern/internal/config.DefaultDaemonDirectory=..." so that
+// an installed postern finds its daemons without configuration.
+var (
+	DefaultDaemonDirectory = "/usr/libexec/postern"
+	DefaultConfigDirectory = "/etc/postern"
+)
+
+// hostname is os.Hostname, replaceable by tests.
+var hostname = os.Hostname
+
+const day = 86400
+
+var table = []param{
+	// Files and ownership.
+	{Setting: Setting{Name: "config_directory", Kind: KindString, Default: "/etc/postern", Group: groups[0],
+		Doc:    "Directory that holds postern.conf, services.conf and lookup tables named by a relative path.",
+		Detail: "The effective default is the directory the configuration was loaded from: /etc/postern, or the one that the -c option of the commands names; setting it in postern.conf does not move the configuration, it only changes what $config_directory expands to."},
+		check: checkAbsPath,
+		def: func(c *Config, _ func(string) (string, error)) (string, error) {
+			if c.Dir == "" {
+				return DefaultConfigDirectory, nil
+			}
+			return c.Dir, nil
+		}},
+	{Setting: Setting{Name: "queue_directory", Kind: KindString, Default: "/var/spool/postern", Group: groups[0],
+		Doc: "Root of the spool: the queue directories and the sockets of the daemons; the chroot directory of chrooted services."},
+		check: checkAbsPath},
+	{Setting: Setting{Name: "daemon_directory", Kind: KindString, Default: DefaultDaemonDirectory, Group: groups[0],
+		Doc: "Directory of the daemon programs that services.conf names in its command column."},
+		check: checkAbsPath},
+	{Setting: Setting{Name: "mail_owner", Kind: KindString, Default: "postern", Group: groups[0],
+		Doc: "System user that owns the spool and that unprivileged daemons run as."},
+		check: checkAccountName},
+	{Setting: Setting{Name: "setgid_group", Kind: KindString, Default: "postdrop", Group: groups[0],
+		Doc: "Group of postern-drop and of the maildrop and public directories, through which local users submit mail."},
+		check: checkAccountName},
+
+	// Host and domain names.
+	{Setting: Setting{Name: "myhostname", Kind: KindString, Default: "", Group: groups[1],
+		Doc:    "Fully qualified name of this host; the default is the system host name.",
+		Detail: "The kernel's name (hostname(1)) is used as it is: a name without a dot is not completed, so set this explicitly on a host whose kernel name is not fully qualified."},
+		check: checkDomain,
+		def: func(*Config, func(string) (string, error)) (string, error) {
+			h, err := hostname()
+			if err != nil || h == "" {
+				return "localhost", nil
+			}
+			return strings.ToLower(strings.TrimSuffix(h, ".")), nil
+		}},
+	{Setting: Setting{Name: "mydomain", Kind: KindString, Default: "", Group: groups[1],
+		Doc:    "Domain of this host; the default is $myhostname minus its first label, or localdomain.",
+		Detail: "As in Postfix, the first label is removed only when what remains still contains a dot: mail.example.com gives example.com, but example.com or a host name without a dot gives localdomain."},
+		check: checkDomain,
+		def: func(_ *Config, resolve func(string) (string, error)) (string, error) {
+			h, err := resolve("myhostname")
+			if err != nil {
+				return "", err
+			}
+			if i := strings.IndexByte(h, '.'); i >= 0 && strings.Contains(h[i+1:], ".") {
+				return h[i+1:], nil
+			}
+			return "localdomain", nil
+		}},
+	{Setting: Setting{Name: "myorigin", Kind: KindString, Default: "$myhostname", Group: groups[1],
+		Doc: "Domain appended to a sender or recipient address without a domain in locally submitted mail."},
+		check: checkDomain},
+	{Setting: Setting{Name: "mydestination", Kind: KindList, Default: "$myhostname, localhost.$mydomain, localhost", Group: groups[1],
+		Doc:    "Domains delivered by the local transport to system accounts and aliases.",
+		Detail: "Entries are domain names (matched exactly, without case), type:name lookup tables whose keys are domains, or a /path to a file that lists domains separated by white space or commas."},
+		check: checkDomainList},
+	{Setting: Setting{Name: "mail_name", Kind: KindString, Default: "Postern", Group: groups[1],
+		Doc: "Name of the mail system, used in the SMTP greeting and in generated messages."},
+		check: checkNonEmpty},
+
+	// Listening and trusted networks.
+	{Setting: Setting{Name: "inet_interfaces", Kind: KindList, Default: "all", Group: groups[2],
+		Doc:    "Addresses that inet services listen on: all, loopback-only, or a list of IP addresses.",
+		Detail: "loopback-only (or localhost) means 127.0.0.1 and ::1. Unlike Postfix, entries must be IP addresses (an IPv6 address may be written in brackets), not host names, so that what master binds does not depend on DNS. An inet service named host:port in services.conf listens on that address only and ignores this setting."},
+		check: checkInterfaces},
+	{Setting: Setting{Name: "mynetworks", Kind: KindList, Default: "127.0.0.0/8 [::1]/128", Group: groups[2],
+		Doc:    "Trusted client networks, which may relay mail without authentication.",
+		Detail: "Entries are networks in CIDR notation (192.0.2.0/24, [2001:db8::]/32 or 2001:db8::/32) or single addresses; a network with host bits set is an error. Deliberately unlike Postfix, whose default trusts every subnet the host is attached to, the default trusts the loopback addresses only."},
+		check: checkNetworks},
+
+	// SMTP server.
+	{Setting: Setting{Name: "smtpd_banner", Kind: KindString, Default: "$myhostname ESMTP $mail_name", Group: groups[3],
+		Doc:    "Text of the SMTP greeting after the 220 code.",
+		Detail: "It must begin with $myhostname's value for RFC 5321 conformance."},
+		check: checkOneLine},
+	{Setting: Setting{Name: "message_size_limit", Kind: KindInt, Default: "10240000", Group: groups[3],
+		Doc: "Largest message, in bytes, including the envelope; 0 means no limit."},
+		min: 0, max: 1 << 40},
+	{Setting: Setting{Name: "smtpd_recipient_limit", Kind: KindInt, Default: "1000", Group: groups[3],
+		Doc: "Most recipients that one message may have over SMTP."},
+		min: 1, max: 1 << 20},
+	{Setting: Setting{Name: "smtpd_timeout", Kind: KindDuration, Default: "300s", Group: groups[3],
+		Doc: "How long the SMTP server waits for the client to send a command or data, or to take a reply."},
+		min: 1, max: 100 * day},
+	{Setting: Setting{Name: "smtpd_hard_error_limit", Kind: KindInt, Default: "20", Group: groups[3],
+		Doc: "Errors a client may cause in one session before the server disconnects."},
+		min: 1, max: 1 << 20},
+	{Setting: Setting{Name: "smtpd_soft_error_limit", Kind: KindInt, Default: "10", Group: groups[3],
+		Doc: "Errors after which the server delays each reply by one second."},
+		min: 0, max: 1 << 20},
+	{Setting: Setting{Name: "smtpd_client_connection_count_limit", Kind: KindInt, Default: "50", Group: groups[3],
+		Doc: "Simultaneous connections one client address may hold; 0 means no limit."},
+		min: 0, max: 1 << 20},
+	{Setting: Setting{Name: "smtpd_peername_lookup", Kind: KindBool, Default: "no", Group: groups[3],
+		Doc:    "Whether the SMTP server looks up the client's host name in DNS.",
+		Detail: "Deliberately off by default, unlike Postfix: the chrooted smtpd has no resolver configuration, and the accept path must not wait on DNS. Logs and Received headers then show the name unknown and the address."},
+	},
+	{Setting: Setting{Name: "smtputf8_enable", Kind: KindBool, Default: "yes", Group: groups[3],
+		Doc: "Whether the SMTP server offers SMTPUTF8 (RFC 6531) and the SMTP client uses it."}},
+	{Setting: Setting{Name: "line_length_limit", Kind: KindInt, Default: "2048", Group: groups[3],
+		Doc: "Longest line, in bytes, that the SMTP server accepts in a command, a header or the body."},
+		min: 1000, max: 1 << 20},
+	{Setting: Setting{Name: "hopcount_limit", Kind: KindInt, Default: "50", Group: groups[3],
+		Doc: "Most Received headers a message may carry before it is bounced as a mail loop."},
+		min: 1, max: 1 << 16},
+
+	// Local delivery.
+	{Setting: Setting{Name: "alias_maps", Kind: KindMaps, Default: "texthash:/etc/aliases", Group: groups[4],
+		Doc:    "Alias tables, in aliases(5) format, that the local transport consults.",
+		Detail: "Postfix's default is hash:/etc/aliases, nis:mail.aliases; Postern has no NIS, and reads /etc/aliases as text, so newaliases only checks it."},
+		aliases: true},
+	{Setting: Setting{Name: "recipient_delimiter", Kind: KindString, Default: "+", Group: groups[4],
+		Doc:    "Characters that separate a user name from an address extension (user+tag); empty turns extensions off.",
+		Detail: "Postfix's default is empty; Postern turns address extensions on by default."},
+		check: checkDelimiter},
+	{Setting: Setting{Name: "home_mailbox", Kind: KindString, Default: "Maildir/", Group: groups[4],
+		Doc:    "Mailbox of a local user, relative to the home directory; a trailing / means Maildir, otherwise mbox.",
+		Detail: "Postfix's default is empty (mbox in /var/mail); Postern delivers into ~/Maildir/ by default."},
+		check: checkHomeMailbox},
+	{Setting: Setting{Name: "local_destination_concurrency_limit", Kind: KindInt, Default: "20", Group: groups[4],
+		Doc:    "Most simultaneous deliveries by the local transport.",
+		Detail: "Postfix's default is 2."},
+		min: 1, max: 1 << 16},
+
+	// Virtual mailboxes.
+	{Setting: Setting{Name: "virtual_mailbox_domains", Kind: KindList, Default: "", Group: groups[5],
+		Doc:    "Domains whose recipients have virtual mailboxes (no system account).",
+		Detail: "Entries as in mydestination. Postfix's default is $virtual_mailbox_maps; Postern's is empty, so virtual domains must be named."},
+		check: checkDomainList},
+	{Setting: Setting{Name: "virtual_mailbox_base", Kind: KindString, Default: "", Group: groups[5],
+		Doc: "Directory that the mailbox paths of virtual_mailbox_maps are relative to."},
+		check: checkAbsPathOrEmpty},
+	{Setting: Setting{Name: "virtual_mailbox_maps", Kind: KindMaps, Default: "", Group: groups[5],
+		Doc: "Tables from a virtual address to its mailbox path below virtual_mailbox_base; a trailing / means Maildir."}},
+	{Setting: Setting{Name: "virtual_uid_maps", Kind: KindMaps, Default: "", Group: groups[5],
+		Doc: "Tables from a virtual address to the numeric user ID its mailbox is written as; static:5000 for one ID."}},
+	{Setting: Setting{Name: "virtual_gid_maps", Kind: KindMaps, Default: "", Group: groups[5],
+		Doc: "Tables from a virtual address to the numeric group ID its mailbox is written as; static:5000 for one ID."}},
+
+	// Queue.
+	{Setting: Setting{Name: "minimal_backoff_time", Kind: KindDuration, Default: "300s", Group: groups[6],
+		Doc: "Shortest time a deferred message waits before the next delivery attempt."},
+		min: 1, max: 100 * day},
+	{Setting: Setting{Name: "maximal_backoff_time", Kind: KindDuration, Default: "4000s", Group: groups[6],
+		Doc: "Longest time a deferred message waits before the next delivery attempt; at least minimal_backoff_time."},
+		min: 1, max: 100 * day},
+	{Setting: Setting{Name: "queue_run_delay", Kind: KindDuration, Default: "300s", Group: groups[6],
+		Doc: "How often the queue manager scans the deferred queue."},
+		min: 1, max: 100 * day},
+	{Setting: Setting{Name: "maximal_queue_lifetime", Kind: KindDuration, Default: "5d", Group: groups[6],
+		Doc: "How long a message may stay in the queue before it is bounced; 0 bounces at the first temporary failure."},
+		min: 0, max: 100 * day},
+	{Setting: Setting{Name: "bounce_queue_lifetime", Kind: KindDuration, Default: "5d", Group: groups[6],
+		Doc: "maximal_queue_lifetime for bounces (mail with the null sender)."},
+		min: 0, max: 100 * day},
+	{Setting: Setting{Name: "delay_warning_time", Kind: KindDuration, Default: "0h", Group: groups[6],
+		Doc: "After how long the sender is warned that a message is still queued; 0 sends no warning."},
+		min: 0, max: 100 * day},
+
+	// Processes and timeouts.
+	{Setting: Setting{Name: "default_process_limit", Kind: KindInt, Default: "100", Group: groups[7],
+		Doc: "Process limit of a service whose maxproc column in services.conf is -."},
+		min: 1, max: 1 << 20},
+	{Setting: Setting{Name: "daemon_timeout", Kind: KindDuration, Default: "18000s", Group: groups[7],
+		Doc: "How long a daemon may take to handle one request before it is killed."},
+		min: 1, max: 100 * day},
+	{Setting: Setting{Name: "ipc_timeout", Kind: KindDuration, Default: "3600s", Group: groups[7],
+		Doc: "How long a daemon waits on a read or write of an internal socket."},
+		min: 1, max: 100 * day},
+	{Setting: Setting{Name: "in_flow_delay", Kind: KindDuration, Default: "0s", Group: groups[7],
+		Doc:    "How long the submission of a message is delayed when the queue manager is falling behind; 0 turns this off.",
+		Detail: "Postfix's default is 1s; Postern turns the delay off by default. At most 10s."},
+		min: 0, max: 10},
+	{Setting: Setting{Name: "master_stop_timeout", Kind: KindDuration, Default: "30s", Group: groups[7],
+		Doc:    "How long master waits after SIGTERM to its daemons before it kills them.",
+		Detail: "Postern only; Postfix has no such setting."},
+		min: 1, max: day},
+
+	// Logging.
+	{Setting: Setting{Name: "maillog_file", Kind: KindString, Default: "", Group: groups[8],
+		Doc:    "File that master writes the log to; empty means syslog, or standard error under postern start-fg.",
+		Detail: "Unlike Postfix, no postlog service is needed: master writes the file itself."},
+		check: checkAbsPathOrEmpty},
+}
+
+// byName indexes table.
+var byName = func() map[string]*param {
+	m := make(map[string]*param, len(table))
+	for i := range table {
+		m[table[i].Name] = &table[i]
+	}
+	return m
+}()
+
+// Settings returns the table of settings, sorted by name.
+func Settings() []Setting {
+	s := make([]Setting, len(table))
+	for i := range table {
+		s[i] = table[i].Setting
+	}
+	sort.Slice(s, func(i, j int) bool { return s[i].Name < s[j].Name })
+	return s
+}
+
+// Describe returns the description of one setting.
+func Describe(name string) (Setting, bool) {
+	p, ok := byName[name]
+	if !ok {
+		return Setting{}, false
+	}
+	return p.Setting, true
+}
+
+// suggest returns a known setting whose name is close to name, or "".
+func suggest(name string) string {
+	best, bestD := "", 1<<30
+	limit := 2 + len(name)/6
+	for i := range table {
+		n := table[i].Name
+		d := editDistance(name, n, limit+1)
+		if d < bestD {
+			best, bestD = n, d
+		}
+	}
+	if bestD <= limit {
+		return best
+	}
+	// A name that is a distinctive part of a known one (a missing
+	// prefix such as "hostname" for "myhostname") is worth a hint too.
+	if len(name) >= 6 {
+		for i := range table {
+			if strings.Contains(table[i].Name, name) {
+				return table[i].Name
+			}
+		}
+	}
+	return ""
+}
+
+// editDistance is the Levenshtein distance of a and b, or max if it is at
+// least max; names are short, and max bounds the work on long input.
+func editDistance(a, b string, max int) int {
+	if len(a) > 200 || len(b) > 200 {
+		return max
+	}
+	if d := len(a) - len(b); d >= max || -d >= max {
+		return max
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	if prev[len(b)] > max {
+		return max
+	}
+	return prev[len(b)]
+}
+
+// absDir makes a configuration directory absolute, so that relative table
+// paths keep their meaning after a daemon changes its directory.
+func absDir(dir string) string {
+	if dir == "" {
+		return dir
+	}
+	if a, err := filepath.Abs(dir); err == nil {
+		return a
+	}
+	return filepath.Clean(dir)
+}

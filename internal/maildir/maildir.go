@@ -1,0 +1,599 @@
+// Package maildir delivers messages into a Maildir, as described in
+// https://cr.yp.to/proto/maildir.html, and lists what a Maildir holds.
+//
+// The local daemon calls Deliver on a goroutine locked to an OS thread whose
+// filesystem uid and gid it has switched to the mailbox owner (setfsuid). This
+// package therefore does every system call on the calling goroutine and never
+// starts a goroutine of its own: a file operation on another thread would run
+// with other credentials.
+//
+// A delivery:
+//
+//   - Lstat(Dir). A symlink is refused. A missing Dir is created (mode 0700)
+//     only when Delivery.Create is set, and only Dir itself: its parent must
+//     exist (a missing home directory is an administrator's problem, not
+//     something to paper over as root's or the user's guess).
+//   - Dir, then tmp/ and new/ inside it, are opened with
+//     O_DIRECTORY|O_NOFOLLOW, and every later operation is relative to those
+//     descriptors (openat, renameat2), so a symlink swapped in between two
+//     steps is refused as well, never followed.
+//   - The file is created in tmp/ with O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600,
+//     under a unique name SECONDS.MusecPpidQseq.HOST, where seq is a
+//     process-wide counter. An existing name (clock stepped back, pid reused)
+//     is skipped, never overwritten.
+//   - The caller's prefix is written as given, then the message, copied
+//     through a 64 KiB buffer with CRLF turned into LF (a CR not followed by
+//     LF is kept). The whole message is never held in memory.
+//   - The file is fsync'd, renamed into new/ as NAME,S=SIZE (SIZE is the
+//     file's size in bytes, as Dovecot writes it) with RENAME_NOREPLACE, and
+//     new/ is fsync'd. Only then does Deliver return success.
+//
+// Failure modes. Any error removes the tmp/ file and returns an *Error that
+// names the step and the path that failed. IsTemporary tells a condition that
+// may clear by itself or by an administrator's hand without the message
+// changing (ENOSPC, EDQUOT, EACCES, EPERM, EIO, EROFS, a missing directory,
+// resource exhaustion, an error reading the message) from one where this
+// mailbox as configured cannot take the message (a symlink, something that
+// is not a directory, EFBIG, a relative Dir). The caller decides what to do
+// with either. If fsync of new/ fails after the rename, the file is unlinked
+// from new/ again (best effort) so that a retry does not knowingly leave a
+// duplicate; a crash between rename and fsync can still repeat a delivery
+// (at-least-once, like every Maildir writer).
+//
+// Limits. No size limit of its own: the caller bounds the message
+// (message_size_limit) before it gets here. Hostname is sanitized ('/' as
+// \057, ':' as \072, ',' as \054, other bytes outside printable ASCII as
+// \ooo) and cut to 128 bytes so that a name stays well inside NAME_MAX even
+// after a reader appends ":2,FLAGS". RENAME_NOREPLACE is used where the
+// filesystem supports it; elsewhere (EINVAL) the rename falls back to
+// checking that the target name is free and then renameat(2), which is racy
+// only against another writer choosing the same unique name.
+package maildir
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// bufSize is the copy buffer: large enough to keep syscalls per message low,
+// small enough that many concurrent deliveries cost little memory.
+const bufSize = 64 * 1024
+
+// maxHostLen bounds the sanitized host part of a file name.
+const maxHostLen = 128
+
+// maxNameTries bounds how often a colliding unique name is replaced by a
+// fresh one before giving up.
+const maxNameTries = 16
+
+// ErrSymlink is wrapped by the error returned when Dir, tmp/ or new/ is a
+// symbolic link.
+var ErrSymlink = errors.New("is a symlink, refusing")
+
+// Delivery describes one Maildir to deliver into. The zero value is not
+// usable: Dir must be set.
+type Delivery struct {
+	// Dir is the Maildir path, absolute (e.g. /home/alice/Maildir or
+	// /var/vmail/example.test/demo).
+	Dir string
+	// Hostname goes into the unique file name; sanitized as the package
+	// comment describes. Empty means os.Hostname().
+	Hostname string
+	// Create makes Deliver create a missing Dir (its parent must exist) and
+	// missing cur/, new/, tmp/ inside it, mode 0700.
+	Create bool
+}
+
+// Error is the error Deliver and List return: which step failed, on which
+// path, and whether the failure is temporary.
+type Error struct {
+	Op   string // the step: "check", "lstat", "mkdir", "open", "create", "write", "read", "fsync", "close", "rename", "readdir"
+	Path string // the path the step worked on
+	Err  error  // the underlying error (a unix.Errno, ErrSymlink, or the reader's error)
+	Temp bool   // true if retrying later may succeed
+}
+
+// Error formats the failure for a log line or a DSN diagnostic.
+func (e *Error) Error() string {
+	var s string
+	if errors.Is(e.Err, ErrSymlink) {
+		s = fmt.Sprintf("maildir: %s: Maildir %s is a symlink, refusing", e.Op, e.Path)
+	} else {
+		s = fmt.Sprintf("maildir: %s %s: %v", e.Op, e.Path, e.Err)
+	}
+	if e.Temp {
+		s += " (temporary)"
+	}
+	return s
+}
+
+// Unwrap returns the underlying error, so errors.Is(err, unix.ENOSPC) works.
+func (e *Error) Unwrap() error { return e.Err }
+
+// IsTemporary reports whether err, as returned by Deliver or List, is a
+// condition that may clear without the message changing (disk full, quota,
+// permissions, I/O error, missing directory). An error that does not come
+// from this package is reported as temporary: not knowing is not a reason
+// to bounce.
+func IsTemporary(err error) bool {
+	if err == nil {
+		return false
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Temp
+	}
+	return true
+}
+
+// temporaryErrno reports whether errno is a condition worth retrying.
+// Everything not listed as permanent is temporary: for mail, a wrong
+// "temporary" costs a delay, a wrong "permanent" loses a message.
+func temporaryErrno(err error) bool {
+	if errors.Is(err, ErrSymlink) {
+		return false
+	}
+	var errno unix.Errno
+	if !errors.As(err, &errno) {
+		return true
+	}
+	switch errno {
+	case unix.ELOOP, unix.ENOTDIR, unix.EISDIR, unix.ENAMETOOLONG, unix.EFBIG, unix.EINVAL:
+		return false
+	}
+	return true
+}
+
+func newError(op, path string, err error) *Error {
+	return &Error{Op: op, Path: path, Err: err, Temp: temporaryErrno(err)}
+}
+
+// seq makes names unique inside this process; the pid makes them unique
+// among processes, the time across restarts.
+var seq atomic.Uint64
+
+// bufPool recycles copy buffers between deliveries (no goroutines: a Pool
+// is only memory).
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, 2*bufSize+1)
+	return &b
+}}
+
+// Deliver writes prefix (headers such as Return-Path and Delivered-To,
+// already in LF form) followed by the message read from r, with CRLF turned
+// into LF, into tmp/, fsyncs it, renames it into new/ and fsyncs new/. It
+// returns the final file name, relative to new/. On error nothing is left in
+// tmp/ or new/, and the error is an *Error.
+func (d *Delivery) Deliver(prefix []byte, r io.Reader) (string, error) {
+	if d == nil || r == nil {
+		return "", &Error{Op: "check", Err: errors.New("nil Delivery or reader")}
+	}
+	dir := d.Dir
+	if dir == "" || !filepath.IsAbs(dir) {
+		return "", &Error{Op: "check", Path: dir, Err: errors.New("Maildir path is not absolute")}
+	}
+	dir = filepath.Clean(dir)
+
+	dirfd, err := openMaildir(dir, d.Create)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(dirfd)
+
+	var created bool
+	subs := [...]string{"tmp", "new", "cur"}
+	var fds [len(subs)]int
+	n := len(subs)
+	if !d.Create {
+		n = 2 // cur/ is the reader's business; delivery needs only tmp/ and new/
+	}
+	for i := range n {
+		fd, made, err := openSub(dirfd, dir, subs[i], d.Create)
+		if err != nil {
+			for j := range i {
+				unix.Close(fds[j])
+			}
+			return "", err
+		}
+		fds[i] = fd
+		created = created || made
+	}
+	tmpfd, newfd := fds[0], fds[1]
+	defer func() {
+		for i := range n {
+			unix.Close(fds[i])
+		}
+	}()
+	if created {
+		// The new subdirectories must survive a crash with the message.
+		if err := unix.Fsync(dirfd); err != nil {
+			return "", newError("fsync", dir, err)
+		}
+	}
+
+	host := sanitizeHost(d.Hostname)
+	tmpName, fd, err := createTmp(tmpfd, dir, host)
+	if err != nil {
+		return "", err
+	}
+	tmpPath := dir + "/tmp/" + tmpName
+	size, err := writeMessage(fd, tmpPath, prefix, r)
+	if err == nil {
+		if e := unix.Fsync(fd); e != nil {
+			err = newError("fsync", tmpPath, e)
+		}
+	}
+	if e := unix.Close(fd); e != nil && err == nil {
+		// close can report a deferred write error (NFS, some quotas).
+		err = newError("close", tmpPath, e)
+	}
+	if err != nil {
+		unix.Unlinkat(tmpfd, tmpName, 0)
+		return "", err
+	}
+
+	final, err := renameIntoNew(tmpfd, tmpName, newfd, dir, host, size)
+	if err != nil {
+		unix.Unlinkat(tmpfd, tmpName, 0)
+		return "", err
+	}
+	if err := unix.Fsync(newfd); err != nil {
+		// Not durable: take it back so that the retry the caller will make
+		// does not add a second copy. If a reader already moved it to cur/,
+		// the unlink fails and the user has the message.
+		unix.Unlinkat(newfd, final, 0)
+		return "", newError("fsync", dir+"/new", err)
+	}
+	return final, nil
+}
+
+// openMaildir opens Dir itself with O_DIRECTORY|O_NOFOLLOW, creating it
+// first when asked to.
+func openMaildir(dir string, create bool) (int, error) {
+	var st unix.Stat_t
+	err := unix.Lstat(dir, &st)
+	if errors.Is(err, unix.ENOENT) && create {
+		if err := unix.Mkdir(dir, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+			return -1, newError("mkdir", dir, err)
+		}
+		// Make the new directory entry durable before mail goes into it.
+		parent := filepath.Dir(dir)
+		pfd, perr := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if perr != nil {
+			return -1, newError("open", parent, perr)
+		}
+		perr = unix.Fsync(pfd)
+		unix.Close(pfd)
+		if perr != nil {
+			return -1, newError("fsync", parent, perr)
+		}
+		err = unix.Lstat(dir, &st)
+	}
+	if err != nil {
+		return -1, newError("lstat", dir, err)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFLNK:
+		return -1, newError("lstat", dir, ErrSymlink)
+	case unix.S_IFDIR:
+	default:
+		return -1, newError("lstat", dir, unix.ENOTDIR)
+	}
+	fd, err := openDirNoFollow(unix.AT_FDCWD, dir)
+	if err != nil {
+		return -1, newError("open", dir, err)
+	}
+	return fd, nil
+}
+
+// openSub opens tmp/, new/ or cur/ below dirfd, creating it when asked to.
+// made reports whether it was created.
+func openSub(dirfd int, dir, name string, create bool) (fd int, made bool, err error) {
+	path := dir + "/" + name
+	fd, err = openDirNoFollow(dirfd, name)
+	if errors.Is(err, unix.ENOENT) && create {
+		if err := unix.Mkdirat(dirfd, name, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+			return -1, false, newError("mkdir", path, err)
+		}
+		made = true
+		fd, err = openDirNoFollow(dirfd, name)
+	}
+	if err != nil {
+		return -1, false, newError("open", path, err)
+	}
+	return fd, made, nil
+}
+
+// openDirNoFollow opens a directory without following a symlink in the
+// last component. Linux answers ENOTDIR, not ELOOP, for a symlink opened
+// with O_DIRECTORY|O_NOFOLLOW, so the entry is looked at again to say why.
+func openDirNoFollow(dirfd int, name string) (int, error) {
+	for {
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.ENOTDIR || err == unix.ELOOP {
+			var st unix.Stat_t
+			if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+				return -1, ErrSymlink
+			}
+		}
+		return fd, err
+	}
+}
+
+// uniqueName returns SECONDS.MusecPpidQseq.host.
+func uniqueName(host string) string {
+	now := time.Now()
+	b := make([]byte, 0, 64+len(host))
+	b = strconv.AppendInt(b, now.Unix(), 10)
+	b = append(b, ".M"...)
+	b = strconv.AppendInt(b, int64(now.Nanosecond()/1000), 10)
+	b = append(b, 'P')
+	b = strconv.AppendInt(b, int64(os.Getpid()), 10)
+	b = append(b, 'Q')
+	b = strconv.AppendUint(b, seq.Add(1), 10)
+	b = append(b, '.')
+	b = append(b, host...)
+	return string(b)
+}
+
+// createTmp creates a fresh file in tmp/ and returns its name and fd.
+func createTmp(tmpfd int, dir, host string) (string, int, error) {
+	var err error
+	for range maxNameTries {
+		name := uniqueName(host)
+		var fd int
+		fd, err = unix.Openat(tmpfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err == nil {
+			return name, fd, nil
+		}
+		if err != unix.EEXIST && err != unix.EINTR {
+			return "", -1, newError("create", dir+"/tmp/"+name, err)
+		}
+	}
+	return "", -1, newError("create", dir+"/tmp", fmt.Errorf("no unique name after %d tries: %w", maxNameTries, err))
+}
+
+// renameIntoNew moves tmp/tmpName to new/NAME,S=size without replacing an
+// existing file, and returns the new name.
+func renameIntoNew(tmpfd int, tmpName string, newfd int, dir, host string, size int64) (string, error) {
+	final := tmpName + ",S=" + strconv.FormatInt(size, 10)
+	for range maxNameTries {
+		err := renameNoReplace(tmpfd, tmpName, newfd, final)
+		if err == nil {
+			return final, nil
+		}
+		if err != unix.EEXIST {
+			return "", newError("rename", dir+"/tmp/"+tmpName+" -> "+dir+"/new/"+final, err)
+		}
+		final = uniqueName(host) + ",S=" + strconv.FormatInt(size, 10)
+	}
+	return "", newError("rename", dir+"/new", fmt.Errorf("no unique name after %d tries: %w", maxNameTries, unix.EEXIST))
+}
+
+// renameNoReplace is a test hook.
+var renameNoReplace = func(olddirfd int, oldname string, newdirfd int, newname string) error {
+	err := unix.Renameat2(olddirfd, oldname, newdirfd, newname, unix.RENAME_NOREPLACE)
+	if err != unix.EINVAL && err != unix.ENOSYS {
+		return err
+	}
+	// The filesystem does not know RENAME_NOREPLACE: check, then rename.
+	var st unix.Stat_t
+	if err := unix.Fstatat(newdirfd, newname, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		return unix.EEXIST
+	} else if err != unix.ENOENT {
+		return err
+	}
+	return unix.Renameat(olddirfd, oldname, newdirfd, newname)
+}
+
+// write is a test hook (to inject ENOSPC and friends).
+var write = unix.Write
+
+// writeAll writes p to fd, retrying short writes and EINTR.
+func writeAll(fd int, p []byte) error {
+	for len(p) > 0 {
+		n, err := write(fd, p)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n <= 0 {
+			return io.ErrShortWrite
+		}
+		p = p[n:]
+	}
+	return nil
+}
+
+// writeMessage writes prefix and the LF-converted message to fd and
+// returns the number of bytes written.
+func writeMessage(fd int, path string, prefix []byte, r io.Reader) (int64, error) {
+	size := int64(len(prefix))
+	if err := writeAll(fd, prefix); err != nil {
+		return 0, newError("write", path, err)
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	in, out := (*bp)[:bufSize], (*bp)[bufSize:]
+	var c lfConverter
+	for {
+		n, rerr := r.Read(in)
+		if n > 0 {
+			o := c.convert(out[:0], in[:n])
+			if err := writeAll(fd, o); err != nil {
+				return 0, newError("write", path, err)
+			}
+			size += int64(len(o))
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			// The message source failed, not the mailbox.
+			return 0, &Error{Op: "read", Path: path, Err: rerr, Temp: true}
+		}
+	}
+	if o := c.flush(out[:0]); len(o) > 0 {
+		if err := writeAll(fd, o); err != nil {
+			return 0, newError("write", path, err)
+		}
+		size += int64(len(o))
+	}
+	return size, nil
+}
+
+// lfConverter turns CRLF into LF in a stream given in chunks. A CR at the
+// end of a chunk is held back until the next chunk shows what follows it.
+type lfConverter struct {
+	pendingCR bool
+}
+
+// convert appends src, converted, to dst. dst needs room for len(src)+1
+// bytes to avoid growing.
+func (c *lfConverter) convert(dst, src []byte) []byte {
+	if len(src) == 0 {
+		return dst
+	}
+	if c.pendingCR {
+		c.pendingCR = false
+		if src[0] != '\n' {
+			dst = append(dst, '\r')
+		}
+	}
+	for len(src) > 0 {
+		i := indexCR(src)
+		if i < 0 {
+			return append(dst, src...)
+		}
+		dst = append(dst, src[:i]...)
+		if i+1 == len(src) {
+			c.pendingCR = true
+			return dst
+		}
+		if src[i+1] != '\n' {
+			dst = append(dst, '\r')
+		}
+		src = src[i+1:]
+	}
+	return dst
+}
+
+// flush appends a CR still held back at the end of the stream.
+func (c *lfConverter) flush(dst []byte) []byte {
+	if c.pendingCR {
+		c.pendingCR = false
+		dst = append(dst, '\r')
+	}
+	return dst
+}
+
+func indexCR(b []byte) int {
+	for i, c := range b {
+		if c == '\r' {
+			return i
+		}
+	}
+	return -1
+}
+
+// systemHostname is os.Hostname, asked once: the answer does not change
+// under a running daemon, and after chroot it may no longer be readable.
+var systemHostname = sync.OnceValue(func() string {
+	h, _ := os.Hostname()
+	if h == "" {
+		h = "localhost"
+	}
+	return h
+})
+
+// sanitizeHost makes h safe inside a Maildir file name: '/' and ':' are
+// written as \057 and \072 (as the Maildir spec says), ',' as \054 (Dovecot
+// reads ",S=" and ",W=" fields after it), and any other byte outside
+// printable ASCII, or a backslash, in the same octal form.
+func sanitizeHost(h string) string {
+	if h == "" {
+		h = systemHostname()
+	}
+	b := make([]byte, 0, len(h))
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		var esc bool
+		switch {
+		case c == '/', c == ':', c == ',', c == '\\', c <= ' ', c >= 0x7f:
+			esc = true
+		}
+		if esc {
+			if len(b)+4 > maxHostLen {
+				break
+			}
+			b = append(b, '\\', '0'+c>>6, '0'+(c>>3)&7, '0'+c&7)
+			continue
+		}
+		if len(b)+1 > maxHostLen {
+			break
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
+
+// List returns the names of the messages in dir/new and dir/cur, sorted,
+// without dot files and subdirectories. Dir, new/ and cur/ must not be
+// symlinks. Errors are *Error.
+func List(dir string) (newNames, curNames []string, err error) {
+	if dir == "" || !filepath.IsAbs(dir) {
+		return nil, nil, &Error{Op: "check", Path: dir, Err: errors.New("Maildir path is not absolute")}
+	}
+	dir = filepath.Clean(dir)
+	dirfd, err := openDirNoFollow(unix.AT_FDCWD, dir)
+	if err != nil {
+		return nil, nil, newError("open", dir, err)
+	}
+	defer unix.Close(dirfd)
+	if newNames, err = listSub(dirfd, dir, "new"); err != nil {
+		return nil, nil, err
+	}
+	if curNames, err = listSub(dirfd, dir, "cur"); err != nil {
+		return nil, nil, err
+	}
+	return newNames, curNames, nil
+}
+
+func listSub(dirfd int, dir, name string) ([]string, error) {
+	path := dir + "/" + name
+	fd, err := openDirNoFollow(dirfd, name)
+	if err != nil {
+		return nil, newError("open", path, err)
+	}
+	// os.File.ReadDir runs getdents on the calling goroutine.
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	ents, err := f.ReadDir(-1)
+	if err != nil {
+		return nil, newError("readdir", path, err)
+	}
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if e.Name()[0] == '.' || e.IsDir() {
+			continue
+		}
+		names = append(names, e.Name())
+	}
+	slices.Sort(names)
+	return names, nil
+}
