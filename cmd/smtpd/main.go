@@ -123,7 +123,6 @@ func (s *server) handle(ctx context.Context, c net.Conn) {
 	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 	addr := ap.Addr().Unmap()
 	cl := "unknown[" + addr.String() + "]"
-	log.Infof("connect from %s", cl)
 	s.mu.Lock()
 	s.clients[addr]++
 	n := s.clients[addr]
@@ -136,6 +135,7 @@ func (s *server) handle(ctx context.Context, c net.Conn) {
 		s.mu.Unlock()
 	}()
 	if s.perClient > 0 && n > s.perClient {
+		log.Infof("connect from %s", cl)
 		log.Warnf("Connection concurrency limit exceeded: %d from %s for service smtp", n, cl)
 		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		fmt.Fprintf(c, "421 4.7.0 %s Error: too many connections from %s\r\n", s.srvCfg.Hostname, addr)
@@ -146,18 +146,15 @@ func (s *server) handle(ctx context.Context, c net.Conn) {
 	cfg := s.srvCfg
 	cfg.Logf = func(format string, args ...any) { log.Infof(format, args...) }
 	sess := smtp.NewSession(c, &cfg, h)
-	h.sess = sess
-	if err := sess.Serve(ctx); err != nil {
-		log.Infof("%v", err)
-	}
+	sess.SetClientName("unknown")
+	// The engine logs connect, disconnect, lost connections and rejects.
+	sess.Serve(ctx)
 	h.Reset()
-	log.Infof("disconnect from %s %s", cl, sess.Stats())
 }
 
 // session is one client's transaction state.
 type session struct {
 	srv     *server
-	sess    *smtp.Session
 	client  string
 	addr    netip.Addr
 	relayOK bool
@@ -191,14 +188,10 @@ func (h *session) Rcpt(to address.Address, p smtp.RcptParams) *smtp.Reply {
 	switch h.srv.route.Classify(to) {
 	case route.Remote:
 		if !h.relayOK {
-			log.Infof("NOQUEUE: reject: RCPT from %s: 554 5.7.1 <%s>: Relay access denied; from=<%s> to=<%s> proto=%s helo=<%s>",
-				h.client, to, h.from, to, h.proto(), h.helo)
 			return &smtp.Reply{Code: 554, Enhanced: "5.7.1", Text: fmt.Sprintf("<%s>: Relay access denied", to)}
 		}
 	default:
 		if ok, why := h.srv.route.Known(to); !ok {
-			log.Infof("NOQUEUE: reject: RCPT from %s: 550 5.1.1 <%s>: Recipient address rejected: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
-				h.client, to, why, h.from, to, h.proto(), h.helo)
 			return &smtp.Reply{Code: 550, Enhanced: "5.1.1", Text: fmt.Sprintf("<%s>: Recipient address rejected: %s", to, why)}
 		}
 	}
