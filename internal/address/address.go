@@ -245,9 +245,7 @@ func parseLiteral(s string) (string, error) {
 // parseDomain checks an RFC 5321 Domain (with RFC 6531 U-labels when the
 // caller allowed UTF-8) and returns it lower-cased without a trailing dot.
 func parseDomain(s string) (string, error) {
-	if strings.HasSuffix(s, ".") {
-		s = s[:len(s)-1]
-	}
+	s = strings.TrimSuffix(s, ".")
 	if s == "" {
 		return "", fmt.Errorf("empty domain: %w", ErrSyntax)
 	}

@@ -220,7 +220,7 @@ func checkHomeMailbox(v string) error {
 	}
 	for _, part := range strings.Split(v, "/") {
 		if part == ".." {
-			return fmt.Errorf("%q may not contain ..", truncate(v))
+			return fmt.Errorf("%q may not contain \"..\"", truncate(v))
 		}
 	}
 	return nil

@@ -202,7 +202,7 @@ func TestErrors(t *testing.T) {
 		{"queue_directory = var/spool\n", "queue_directory: \"var/spool\" is not an absolute path"},
 		{"mail_owner = -x\n", "not a valid user or group name"},
 		{"home_mailbox = /var/mail/x\n", "must be relative"},
-		{"home_mailbox = ../x/\n", "may not contain .."},
+		{"home_mailbox = ../x/\n", `may not contain ".."`},
 		{"recipient_delimiter = @\n", "a delimiter may not be"},
 		{"mail_name =\n", "mail_name: must not be empty"},
 		// Expansion.

@@ -180,7 +180,7 @@ func (d *Delivery) Deliver(prefix []byte, r io.Reader) (string, error) {
 	}
 	dir := d.Dir
 	if dir == "" || !filepath.IsAbs(dir) {
-		return "", &Error{Op: "check", Path: dir, Err: errors.New("Maildir path is not absolute")}
+		return "", &Error{Op: "check", Path: dir, Err: errors.New("the Maildir path is not absolute")}
 	}
 	dir = filepath.Clean(dir)
 
@@ -557,7 +557,7 @@ func sanitizeHost(h string) string {
 // symlinks. Errors are *Error.
 func List(dir string) (newNames, curNames []string, err error) {
 	if dir == "" || !filepath.IsAbs(dir) {
-		return nil, nil, &Error{Op: "check", Path: dir, Err: errors.New("Maildir path is not absolute")}
+		return nil, nil, &Error{Op: "check", Path: dir, Err: errors.New("the Maildir path is not absolute")}
 	}
 	dir = filepath.Clean(dir)
 	dirfd, err := openDirNoFollow(unix.AT_FDCWD, dir)

@@ -64,7 +64,7 @@ type Daemon struct {
 // useful, and master will log and throttle the restart.
 func Init(program string) *Daemon {
 	fs := flag.NewFlagSet(program, flag.ContinueOnError)
-	dir := fs.String("c", "/etc/postern", "configuration directory")
+	dir := fs.String("c", config.DefaultConfigDirectory, "configuration directory")
 	name := fs.String("n", program, "service name")
 	typ := fs.String("t", "unix", "service type")
 	if err := fs.Parse(os.Args[1:]); err != nil {
