@@ -64,6 +64,7 @@ type master struct {
 
 	mu       sync.Mutex
 	services map[string]*svc // key: type/name
+	procs    map[*proc]bool  // every running process, old generations too
 	stopping bool
 	wg       sync.WaitGroup // every running process
 
@@ -103,7 +104,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "postern/master: fatal: configuration refused:\n%v\n", err)
 		os.Exit(1)
 	}
-	m := &master{dir: *dir, cfg: cfg, root: os.Geteuid() == 0, services: map[string]*svc{}, spawnCh: make(chan spawnReq)}
+	m := &master{dir: *dir, cfg: cfg, root: os.Geteuid() == 0, services: map[string]*svc{}, procs: map[*proc]bool{}, spawnCh: make(chan spawnReq)}
 	if err := m.openSink(*detach); err != nil {
 		fmt.Fprintf(os.Stderr, "postern/master: fatal: %v\n", err)
 		os.Exit(1)
@@ -504,8 +505,16 @@ func (m *master) start(s *svc) {
 	p := &proc{svc: s, cmd: cmd, ctl: ctlMaster, started: time.Now()}
 	m.mu.Lock()
 	s.cur = p
+	m.procs[p] = true
 	m.wg.Add(1)
+	stopping := m.stopping || s.removed
 	m.mu.Unlock()
+	if stopping {
+		// A stop or reload came while this one was being spawned.
+		m.mu.Lock()
+		m.askStop(p)
+		m.mu.Unlock()
+	}
 	prog := programName(s.conf)
 	go m.relayLog(prog, cmd.Process.Pid, pr)
 	go m.wait(p)
@@ -550,47 +559,40 @@ func (m *master) wait(p *proc) {
 	defer m.wg.Done()
 	err := p.cmd.Wait()
 	p.ctl.Close()
+	path := p.cmd.Path
+	pid := p.cmd.Process.Pid
 	m.mu.Lock()
+	delete(m.procs, p)
 	expected := p.stopped || m.stopping
 	s := p.svc
 	if s.cur == p {
 		s.cur = nil
 	}
-	m.mu.Unlock()
-	ran := time.Since(p.started)
-	path := p.cmd.Path
-	pid := p.cmd.Process.Pid
-	if !expected || err != nil && !isStopExit(err) {
+	if !expected || err != nil {
+		// A daemon that was asked to stop exits 0; anything else is news.
 		m.logf("warning: process %s pid %d %s", path, pid, exitText(err))
 	}
 	if expected {
+		m.mu.Unlock()
 		return
 	}
-	if ran > crashWindow {
+	if time.Since(p.started) > crashWindow {
 		s.delay = 0
 	} else if s.delay == 0 {
 		s.delay = time.Second
 	} else {
 		s.delay = min(2*s.delay, throttleMax)
 	}
-	if s.delay > 0 {
-		if s.delay >= 4*time.Second {
-			m.logf("warning: service %s: process %s dies repeatedly; throttling restart for %s", s.conf.Name, path, s.delay)
+	delay := s.delay
+	m.mu.Unlock()
+	if delay > 0 {
+		if delay >= 4*time.Second {
+			m.logf("warning: service %s: process %s dies repeatedly; throttling restart for %s", s.conf.Name, path, delay)
 		}
-		m.restartLater(s)
+		time.AfterFunc(delay, func() { m.start(s) })
 		return
 	}
 	m.start(s)
-}
-
-func isStopExit(err error) bool {
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
-			return false
-		}
-	}
-	return false
 }
 
 func exitText(err error) string {
@@ -609,11 +611,12 @@ func exitText(err error) string {
 	return err.Error()
 }
 
+// restartLater retries a spawn that failed (fork, pipe, exec).
 func (m *master) restartLater(s *svc) {
+	m.mu.Lock()
+	s.delay = min(max(2*s.delay, time.Second), throttleMax)
 	d := s.delay
-	if d == 0 {
-		d = time.Second
-	}
+	m.mu.Unlock()
 	time.AfterFunc(d, func() { m.start(s) })
 }
 
@@ -646,14 +649,17 @@ func (m *master) reload() {
 func (m *master) stopAll() {
 	m.mu.Lock()
 	m.stopping = true
-	var procs []*proc
 	for _, s := range m.services {
 		s.removed = true
-		if s.cur != nil {
-			procs = append(procs, s.cur)
+	}
+	// Stop the producers first so that a message in flight can finish:
+	// smtpd, then the rest.
+	for p := range m.procs {
+		if p.svc.conf.Type == "inet" {
+			m.askStop(p)
 		}
 	}
-	for _, p := range procs {
+	for p := range m.procs {
 		m.askStop(p)
 	}
 	m.mu.Unlock()
@@ -664,10 +670,8 @@ func (m *master) stopAll() {
 	case <-time.After(m.cfg.Duration("master_stop_timeout")):
 		m.logf("warning: daemons still running after master_stop_timeout (%s); killing them", m.cfg.Duration("master_stop_timeout"))
 		m.mu.Lock()
-		for _, s := range m.services {
-			if s.cur != nil {
-				s.cur.cmd.Process.Signal(syscall.SIGKILL)
-			}
+		for p := range m.procs {
+			p.cmd.Process.Signal(syscall.SIGKILL)
 		}
 		m.mu.Unlock()
 		<-done

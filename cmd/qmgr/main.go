@@ -348,11 +348,11 @@ func (q *qmgr) process(id queue.ID) {
 	if err := qf.Sync(); err != nil {
 		log.Errorf("%s: sync: %v", id, err)
 	}
+	// SetSchedule also set the file's mtime to the next attempt: that is
+	// what queue.Due looks at.
 	if err := queue.Move(".", id, "active", "deferred"); err != nil {
 		log.Errorf("%s: move to deferred: %v", id, err)
-		return
 	}
-	os.Chtimes(queue.Path(".", "deferred", id), next, next)
 }
 
 func pendingIndexes(groups map[string][]int) []int {
