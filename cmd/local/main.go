@@ -302,12 +302,17 @@ func (dl *delivery) mailbox(orig, to address.Address, mb route.Mailbox) status {
 	var name string
 	err := privsep.AsUser(mb.UID, mb.GID, func() error {
 		dir := strings.TrimSuffix(mb.Path, "/")
-		if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", filepath.Dir(dir), err)
-		}
 		d := &maildir.Delivery{Dir: dir, Hostname: dl.l.hostname, Create: true}
 		var err error
 		name, err = d.Deliver([]byte(prefix), io.NewSectionReader(msg, 0, msg.Size()))
+		if err != nil && errors.Is(err, os.ErrNotExist) {
+			// A new virtual mailbox: make its parents (as the owner, so
+			// the owner must be able to write virtual_mailbox_base).
+			if merr := os.MkdirAll(filepath.Dir(dir), 0o700); merr != nil {
+				return fmt.Errorf("create %s: %w", filepath.Dir(dir), merr)
+			}
+			name, err = d.Deliver([]byte(prefix), io.NewSectionReader(msg, 0, msg.Size()))
+		}
 		return err
 	})
 	if err != nil {
