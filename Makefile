@@ -61,7 +61,7 @@ install: build
 	install -m 0755 bin/postern $(DESTDIR)$(SBINDIR)/postern
 	for d in $(DAEMONS); do install -m 0755 bin/$$d $(DESTDIR)$(LIBEXECDIR)/$$d; done
 	for s in 1 5 8; do install -d $(DESTDIR)$(MANDIR)/man$$s; \
-	  for f in man/man$$s/*.$$s; do [ -e "$$f" ] && install -m 0644 $$f $(DESTDIR)$(MANDIR)/man$$s/; done; done
+	  for f in man/man$$s/*.$$s; do if [ -e "$$f" ]; then install -m 0644 $$f $(DESTDIR)$(MANDIR)/man$$s/; fi; done; done
 	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/postern/postern.conf ]; then \
 	  $(DESTDIR)$(SBINDIR)/postern -c $(DESTDIR)$(SYSCONFDIR)/postern init; fi
 

@@ -48,6 +48,7 @@ type cleanup struct {
 	maxRcpt  int
 	timeout  time.Duration
 	trigger  chan queue.ID
+	d        *service.Daemon
 }
 
 func main() {
@@ -60,6 +61,7 @@ func main() {
 		maxRcpt:  int(d.Config.Int("smtpd_recipient_limit")),
 		timeout:  d.Config.Duration("ipc_timeout"),
 		trigger:  make(chan queue.ID, 4096),
+		d:        d,
 	}
 	d.Drop()
 	go c.notifyQmgr(d.Context())
@@ -75,7 +77,7 @@ func (c *cleanup) handle(ctx context.Context, nc net.Conn) {
 	conn := ipc.NewConn(uc, 1<<20)
 	defer conn.Close()
 	for {
-		req, files, err := conn.Recv(c.timeout)
+		req, files, err := c.d.Next(conn, c.timeout)
 		for _, f := range files {
 			f.Close()
 		}

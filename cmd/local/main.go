@@ -52,6 +52,7 @@ type local struct {
 	route    *route.Resolver
 	hostname string
 	timeout  time.Duration
+	d        *service.Daemon
 }
 
 func main() {
@@ -64,7 +65,7 @@ func main() {
 	if err != nil {
 		d.Fatalf("%v", err)
 	}
-	l := &local{route: rt, hostname: d.Config.Get("myhostname"), timeout: d.Config.Duration("ipc_timeout")}
+	l := &local{route: rt, hostname: d.Config.Get("myhostname"), timeout: d.Config.Duration("ipc_timeout"), d: d}
 	d.Drop(privsep.CapSetuid, privsep.CapSetgid)
 	d.Serve(d.Service.MaxProc, l.handle)
 }
@@ -78,7 +79,7 @@ func (l *local) handle(ctx context.Context, nc net.Conn) {
 	c := ipc.NewConn(uc, 1<<20)
 	defer c.Close()
 	for {
-		req, files, err := c.Recv(0)
+		req, files, err := l.d.Next(c, 0)
 		if err != nil {
 			for _, f := range files {
 				f.Close()

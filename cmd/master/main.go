@@ -79,6 +79,7 @@ type svc struct {
 	cur       *proc
 	delay     time.Duration
 	removed   bool
+	waiting   bool // started when the previous generation's process exits
 }
 
 type proc struct {
@@ -86,7 +87,10 @@ type proc struct {
 	cmd     *exec.Cmd
 	ctl     *os.File
 	started time.Time
-	stopped bool // asked to stop: its exit is expected
+	stopped bool          // asked to stop: its exit is expected
+	ready   chan struct{} // closed when the daemon says it is ready
+	exited  chan struct{} // closed when it has exited
+	next    *svc          // a singleton service waiting for this one to exit
 }
 
 type spawnReq struct {
@@ -129,10 +133,13 @@ func (m *master) openSink(detach bool) error {
 		return nil
 	}
 	if detach {
-		if s, err := plog.NewSyslogSink(); err == nil {
-			m.sink = s
-			return nil
+		s, err := plog.NewSyslogSink()
+		if err != nil {
+			// Detached, stderr goes nowhere: refuse rather than lose logs.
+			return fmt.Errorf("no log destination: %v; start a syslog daemon or set maillog_file in %s/postern.conf", err, m.dir)
 		}
+		m.sink = s
+		return nil
 	}
 	m.sink = plog.NewStreamSink(os.Stderr)
 	return nil
@@ -165,6 +172,10 @@ func (m *master) run(detach bool) error {
 	signal.Ignore(syscall.SIGPIPE)
 
 	if err := m.apply(m.cfg); err != nil {
+		m.stopAll()
+		return err
+	}
+	if err := m.awaitReady(15 * time.Second); err != nil {
 		m.stopAll()
 		return err
 	}
@@ -371,7 +382,13 @@ func (m *master) apply(cfg *config.Config) error {
 		m.mu.Lock()
 		o.removed = true
 		if o.cur != nil {
-			m.askStop(o.cur)
+			m.askStop(o.cur, false)
+			// A singleton (maxproc 1, qmgr) must never run twice: its
+			// successor starts when it has exited.
+			if n := next[key]; n != nil && n.conf.MaxProc == 1 {
+				o.cur.next = n
+				n.waiting = true
+			}
 		}
 		m.mu.Unlock()
 		if n := next[key]; n == nil || !sameFiles(n.listeners, o.listeners) {
@@ -381,7 +398,40 @@ func (m *master) apply(cfg *config.Config) error {
 		}
 	}
 	for _, s := range next {
-		m.start(s)
+		m.mu.Lock()
+		wait := s.waiting
+		m.mu.Unlock()
+		if !wait {
+			m.start(s)
+		}
+	}
+	return nil
+}
+
+// awaitReady waits until every daemon of the first generation has said
+// it is ready, so that a start that cannot work fails at once and loudly
+// instead of looping through throttled restarts.
+func (m *master) awaitReady(limit time.Duration) error {
+	m.mu.Lock()
+	var procs []*proc
+	for _, s := range m.services {
+		if s.cur != nil {
+			procs = append(procs, s.cur)
+		} else {
+			m.mu.Unlock()
+			return fmt.Errorf("service %s (%s:%d) did not start; see the log above", s.conf.Name, s.conf.File, s.conf.Line)
+		}
+	}
+	m.mu.Unlock()
+	deadline := time.After(limit)
+	for _, p := range procs {
+		select {
+		case <-p.ready:
+		case <-p.exited:
+			return fmt.Errorf("service %s: %s exited at start; see its log line above", p.svc.conf.Name, p.cmd.Path)
+		case <-deadline:
+			return fmt.Errorf("service %s: %s did not report ready within %s", p.svc.conf.Name, p.cmd.Path, limit)
+		}
 	}
 	return nil
 }
@@ -502,7 +552,7 @@ func (m *master) start(s *svc) {
 		m.restartLater(s)
 		return
 	}
-	p := &proc{svc: s, cmd: cmd, ctl: ctlMaster, started: time.Now()}
+	p := &proc{svc: s, cmd: cmd, ctl: ctlMaster, started: time.Now(), ready: make(chan struct{}), exited: make(chan struct{})}
 	m.mu.Lock()
 	s.cur = p
 	m.procs[p] = true
@@ -512,12 +562,28 @@ func (m *master) start(s *svc) {
 	if stopping {
 		// A stop or reload came while this one was being spawned.
 		m.mu.Lock()
-		m.askStop(p)
+		m.askStop(p, m.stopping)
 		m.mu.Unlock()
 	}
 	prog := programName(s.conf)
 	go m.relayLog(prog, cmd.Process.Pid, pr)
+	go m.readControl(p)
 	go m.wait(p)
+}
+
+// readControl notes the daemon's ready byte.
+func (m *master) readControl(p *proc) {
+	buf := make([]byte, 1)
+	for {
+		n, err := p.ctl.Read(buf)
+		if n == 1 && buf[0] == service.ReadyByte {
+			close(p.ready)
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func programName(sc config.Service) string {
@@ -558,6 +624,7 @@ func (m *master) relayLog(prog string, pid int, r io.ReadCloser) {
 func (m *master) wait(p *proc) {
 	defer m.wg.Done()
 	err := p.cmd.Wait()
+	close(p.exited)
 	p.ctl.Close()
 	path := p.cmd.Path
 	pid := p.cmd.Process.Pid
@@ -567,6 +634,10 @@ func (m *master) wait(p *proc) {
 	s := p.svc
 	if s.cur == p {
 		s.cur = nil
+	}
+	if n := p.next; n != nil {
+		n.waiting = false
+		go m.start(n)
 	}
 	if !expected || err != nil {
 		// A daemon that was asked to stop exits 0; anything else is news.
@@ -620,13 +691,18 @@ func (m *master) restartLater(s *svc) {
 	time.AfterFunc(d, func() { m.start(s) })
 }
 
-// askStop asks a process to finish and exit. Called with m.mu held.
-func (m *master) askStop(p *proc) {
-	if p.stopped {
+// askStop asks a process to finish and exit: drain (a reload: finish what
+// is under way) or quit (a stop: wind down now). Called with m.mu held.
+func (m *master) askStop(p *proc, quit bool) {
+	if p.stopped && !quit {
 		return
 	}
 	p.stopped = true
-	p.ctl.Write([]byte{service.StopByte})
+	b := service.DrainByte
+	if quit {
+		b = service.QuitByte
+	}
+	p.ctl.Write([]byte{b})
 }
 
 func (m *master) reload() {
@@ -656,11 +732,11 @@ func (m *master) stopAll() {
 	// smtpd, then the rest.
 	for p := range m.procs {
 		if p.svc.conf.Type == "inet" {
-			m.askStop(p)
+			m.askStop(p, true)
 		}
 	}
 	for p := range m.procs {
-		m.askStop(p)
+		m.askStop(p, true)
 	}
 	m.mu.Unlock()
 	done := make(chan struct{})

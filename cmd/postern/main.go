@@ -7,7 +7,7 @@
 //	postern [-c DIR] queue list [-j] | cat ID... | flush
 //
 // Exit status: 0 success, 1 the operation failed (the message says why),
-// 2 bad usage.
+// 2 bad usage, 3 (status only) the master is not running.
 package main
 
 import (
@@ -23,7 +23,7 @@ const usage = `usage: postern [-c DIR] COMMAND [ARGS]
 
 commands:
   init                       write a default postern.conf and services.conf into DIR
-  config [-n] [name...]      print settings (-n: only those that differ from the default)
+  config [-n] [name...]      print settings (-n: only those set in postern.conf)
   config -e name=value...    edit postern.conf in place
   check                      validate configuration, spool, users and tables
   start                      start the master in the background

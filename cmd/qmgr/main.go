@@ -62,6 +62,9 @@ type qmgr struct {
 	active chan struct{} // semaphore: messages in active/
 	mu     sync.Mutex
 	busy   map[queue.ID]bool
+
+	d        *service.Daemon
+	inflight sync.WaitGroup // process() calls under way
 }
 
 // transport is a delivery service and its concurrency window.
@@ -93,6 +96,7 @@ func main() {
 		work:       make(chan queue.ID, qmgrActiveLimit),
 		active:     make(chan struct{}, qmgrActiveLimit),
 		busy:       map[queue.ID]bool{},
+		d:          d,
 	}
 	conc := int(cfg.Int("local_destination_concurrency_limit"))
 	if conc <= 0 {
@@ -107,12 +111,15 @@ func main() {
 	if err := queue.Recover(".", log.Infof); err != nil {
 		d.Fatalf("recovery: %v", err)
 	}
-	ctx := d.Context()
-	go q.dispatch(ctx)
-	go q.timer(ctx)
+	go q.dispatch()
+	go q.timer()
 	q.scan("incoming")
 	q.scanDue()
 	d.Serve(0, q.handleTrigger)
+	// Draining: no new work is dispatched; let the deliveries under way
+	// finish so that their results are recorded (a reload must not start
+	// a second qmgr while this one still moves files).
+	q.inflight.Wait()
 }
 
 // handleTrigger reads requests on public/qmgr: "new" (cleanup committed a
@@ -126,7 +133,7 @@ func (q *qmgr) handleTrigger(ctx context.Context, nc net.Conn) {
 	c := ipc.NewConn(uc, 64<<10)
 	defer c.Close()
 	for {
-		m, files, err := c.Recv(0)
+		m, files, err := q.d.Next(c, 0)
 		for _, f := range files {
 			f.Close()
 		}
@@ -221,12 +228,12 @@ func (q *qmgr) flush() {
 	q.scan("incoming")
 }
 
-func (q *qmgr) timer(ctx context.Context) {
+func (q *qmgr) timer() {
 	t := time.NewTicker(q.runDelay)
 	defer t.Stop()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-q.d.Draining():
 			return
 		case <-t.C:
 			q.scanDue()
@@ -235,18 +242,25 @@ func (q *qmgr) timer(ctx context.Context) {
 	}
 }
 
-func (q *qmgr) dispatch(ctx context.Context) {
+func (q *qmgr) dispatch() {
 	for {
 		select {
-		case <-ctx.Done():
+		case <-q.d.Draining():
 			return
 		case id := <-q.work:
 			select {
 			case q.active <- struct{}{}:
-			case <-ctx.Done():
+			case <-q.d.Draining():
 				return
 			}
+			select {
+			case <-q.d.Draining():
+				return
+			default:
+			}
+			q.inflight.Add(1)
 			go func() {
+				defer q.inflight.Done()
 				defer func() { <-q.active }()
 				defer q.done(id)
 				q.process(id)

@@ -65,7 +65,16 @@ func (s *Sink) Write(program string, pid int, line string) {
 	if s.sys != nil {
 		// RFC 3164 framing, facility mail (2).
 		msg := fmt.Sprintf("<%d>%s %s[%d]: %s", 2*8+sev, now.Format(time.Stamp), program, pid, line)
-		if _, err := s.sys.Write([]byte(msg)); err != nil {
+		_, err := s.sys.Write([]byte(msg))
+		if err != nil {
+			// syslogd restarted: its socket is new.
+			if c, derr := net.Dial("unixgram", "/dev/log"); derr == nil {
+				s.sys.Close()
+				s.sys = c
+				_, err = s.sys.Write([]byte(msg))
+			}
+		}
+		if err != nil {
 			fmt.Fprintf(os.Stderr, "%s %s[%d]: %s\n", now.Format(time.Stamp), program, pid, line)
 		}
 		return

@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -505,9 +506,16 @@ func (q *File) SetSchedule(attempts int, next time.Time) error {
 	q.env.NextAttempt = time.Time{}
 	if !next.IsZero() {
 		q.env.NextAttempt = time.Unix(max(next.Unix(), 0), 0)
-		tv := unix.NsecToTimeval(next.UnixNano())
+		ts := [2]unix.Timespec{unix.NsecToTimespec(next.UnixNano()), unix.NsecToTimespec(next.UnixNano())}
 		if err := control(q.f, func(fd int) error {
-			return unix.Futimes(fd, []unix.Timeval{tv, tv})
+			// utimensat(fd, NULL, ...) sets the times of the open file
+			// itself; futimes would go through /proc/self/fd, which a
+			// chrooted qmgr does not have.
+			_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+			if e != 0 {
+				return e
+			}
+			return nil
 		}); err != nil {
 			return fmt.Errorf("queue file %s: set times: %w", q.f.Name(), err)
 		}

@@ -242,12 +242,11 @@ func (r *Resolver) VirtualMailbox(a address.Address) (Mailbox, error) {
 	if strings.Contains(v, "..") || filepath.IsAbs(v) {
 		return Mailbox{}, fmt.Errorf("%s: virtual_mailbox_maps value %q must be a path below virtual_mailbox_base", a, v)
 	}
-	key := strings.ToLower(a.Local) + "@" + normDomain(a.Domain)
-	uid, err := r.id(r.uidMaps, "virtual_uid_maps", key, a)
+	uid, err := r.id(r.uidMaps, "virtual_uid_maps", a)
 	if err != nil {
 		return Mailbox{}, err
 	}
-	gid, err := r.id(r.gidMaps, "virtual_gid_maps", key, a)
+	gid, err := r.id(r.gidMaps, "virtual_gid_maps", a)
 	if err != nil {
 		return Mailbox{}, err
 	}
@@ -258,8 +257,14 @@ func (r *Resolver) VirtualMailbox(a address.Address) (Mailbox, error) {
 	return Mailbox{Path: p, Maildir: strings.HasSuffix(p, "/"), UID: uid, GID: gid, User: a.String()}, nil
 }
 
-func (r *Resolver) id(m config.Maps, setting, key string, a address.Address) (int, error) {
-	v, ok := m.Lookup(key)
+func (r *Resolver) id(m config.Maps, setting string, a address.Address) (int, error) {
+	var v string
+	ok := false
+	for _, u := range r.candidates(strings.ToLower(a.Local)) {
+		if v, ok = m.Lookup(u + "@" + normDomain(a.Domain)); ok {
+			break
+		}
+	}
 	if !ok {
 		v, ok = m.Lookup("@" + normDomain(a.Domain))
 	}

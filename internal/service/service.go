@@ -7,21 +7,28 @@
 //
 //	0      /dev/null
 //	1, 2   a pipe to master, which tags each line and logs it (DESIGN.md §8)
-//	3      the control socket: a byte 's' asks for a graceful stop;
-//	       end of file means master is gone and the daemon exits at once
+//	3      the control socket. Master writes 's' (drain: a reload; stop
+//	       accepting, finish what is under way, exit) or 'q' (quit: a
+//	       stop; also cancel the handlers' context so that sessions wind
+//	       down now); end of file means master is gone and the daemon
+//	       exits at once. The daemon writes 'r' once it has dropped
+//	       privilege and is ready, so master knows a start worked.
 //	4...   the listening sockets of the service, POSTERN_LISTEN_FDS of them
 //
 // and the arguments `-c CONFIG_DIR -n SERVICE_NAME -t TYPE`. The daemon
 // loads the configuration itself, applies the service's -o overrides, opens
 // what it needs while still privileged, and then calls Drop before it
-// accepts a connection. A stop closes the listeners, cancels the context
-// handed to connection handlers (each decides how to wind down: an SMTP
-// session says 421 at its next command) and waits for them; master kills
-// whatever is still running after master_stop_timeout.
+// accepts a connection. A drain closes the listeners and waits for the
+// handlers; handlers that wait on an idle internal connection use Next,
+// which gives up when draining. A quit also cancels the context handed to
+// connection handlers (each decides how to wind down: an SMTP session says
+// 421 at its next command). Master kills whatever is still running after
+// master_stop_timeout.
 package service
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,6 +41,7 @@ import (
 	"time"
 
 	"postern/internal/config"
+	"postern/internal/ipc"
 	"postern/internal/log"
 	"postern/internal/privsep"
 )
@@ -43,7 +51,9 @@ const (
 	EnvListenFDs       = "POSTERN_LISTEN_FDS"
 	ControlFD          = 3
 	FirstListenFD      = 4
-	StopByte      byte = 's'
+	DrainByte     byte = 's'
+	QuitByte      byte = 'q'
+	ReadyByte     byte = 'r'
 )
 
 // Daemon is a running daemon's view of its service.
@@ -53,9 +63,12 @@ type Daemon struct {
 	Service   config.Service
 	Listeners []net.Listener
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	drain     chan struct{}
+	drainOnce sync.Once
+	ctl       *os.File
 }
 
 // Init parses the arguments master gave, loads the configuration and
@@ -103,26 +116,32 @@ func Init(program string) *Daemon {
 		d.Listeners = append(d.Listeners, l)
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.drain = make(chan struct{})
+	d.ctl = os.NewFile(ControlFD, "control")
 	// Terminal signals belong to master; it stops us through the control
 	// socket. SIGTERM from an administrator means the same as a stop.
 	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
-	go func() { <-term; d.Stop() }()
+	go func() { <-term; d.Quit() }()
 	go d.watchControl()
 	return d
 }
 
 func (d *Daemon) watchControl() {
-	ctl := os.NewFile(ControlFD, "control")
-	if ctl == nil {
+	if d.ctl == nil {
 		return
 	}
 	buf := make([]byte, 1)
 	for {
-		n, err := ctl.Read(buf)
-		if n == 1 && buf[0] == StopByte {
-			d.Stop()
+		n, err := d.ctl.Read(buf)
+		if n == 1 {
+			switch buf[0] {
+			case DrainByte:
+				d.Stop()
+			case QuitByte:
+				d.Quit()
+			}
 			continue
 		}
 		if err == io.EOF || err != nil {
@@ -148,22 +167,58 @@ func (d *Daemon) Drop(keepCaps ...int) {
 	if _, err := privsep.Drop(spec); err != nil {
 		log.Fatalf("%s: %v", d.Program, err)
 	}
+	if d.ctl != nil {
+		d.ctl.Write([]byte{ReadyByte})
+	}
 }
 
-// Context is cancelled when master asks the daemon to stop.
+// Context is cancelled when master asks the daemon to quit.
 func (d *Daemon) Context() context.Context { return d.ctx }
 
-// Stop starts a graceful stop: listeners close, the context is cancelled.
+// Draining is closed when the daemon should take no new work.
+func (d *Daemon) Draining() <-chan struct{} { return d.drain }
+
+// Stop starts a drain: the listeners close, work under way goes on.
 func (d *Daemon) Stop() {
+	d.drainOnce.Do(func() {
+		close(d.drain)
+		for _, l := range d.Listeners {
+			l.Close()
+		}
+	})
+}
+
+// Quit drains and cancels the handlers' context.
+func (d *Daemon) Quit() {
+	d.Stop()
 	d.cancel()
-	for _, l := range d.Listeners {
-		l.Close()
+}
+
+// Next waits for the next request on an internal connection. It returns
+// io.EOF when the daemon is draining and the connection is idle, and an
+// error wrapping os.ErrDeadlineExceeded after idle (0: no limit) without
+// a request.
+func (d *Daemon) Next(c *ipc.Conn, idle time.Duration) (*ipc.Msg, []*os.File, error) {
+	start := time.Now()
+	for {
+		m, files, err := c.Recv(time.Second)
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return m, files, err
+		}
+		select {
+		case <-d.drain:
+			return nil, nil, io.EOF
+		default:
+		}
+		if idle > 0 && time.Since(start) > idle {
+			return nil, nil, err
+		}
 	}
 }
 
 // Serve accepts connections on every listener, at most limit at a time
 // (0 = no limit), and runs handle for each in its own goroutine. It returns
-// after a stop, once every handler has returned.
+// after a drain, once every handler has returned.
 func (d *Daemon) Serve(limit int, handle func(ctx context.Context, c net.Conn)) {
 	var sem chan struct{}
 	if limit > 0 {
@@ -178,7 +233,7 @@ func (d *Daemon) Serve(limit int, handle func(ctx context.Context, c net.Conn)) 
 				if sem != nil {
 					select {
 					case sem <- struct{}{}:
-					case <-d.ctx.Done():
+					case <-d.drain:
 						return
 					}
 				}
@@ -187,8 +242,10 @@ func (d *Daemon) Serve(limit int, handle func(ctx context.Context, c net.Conn)) 
 					if sem != nil {
 						<-sem
 					}
-					if d.ctx.Err() != nil {
+					select {
+					case <-d.drain:
 						return
+					default:
 					}
 					if ne, ok := err.(net.Error); ok && ne.Timeout() {
 						continue
@@ -196,7 +253,7 @@ func (d *Daemon) Serve(limit int, handle func(ctx context.Context, c net.Conn)) 
 					// EMFILE and friends: say so, and do not spin.
 					log.Errorf("accept on %s: %v", l.Addr(), err)
 					select {
-					case <-d.ctx.Done():
+					case <-d.drain:
 						return
 					case <-time.After(100 * time.Millisecond):
 					}
