@@ -350,3 +350,54 @@ func checkInterfaces(v string) error {
 	_, err := parseInterfaces(v)
 	return err
 }
+
+// checkAbsPathList accepts a list of absolute paths (or nothing).
+func checkAbsPathList(v string) error {
+	l, err := splitList(v)
+	if err != nil {
+		return err
+	}
+	for _, p := range l {
+		if err := checkAbsPath(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkOneOf builds a check that accepts exactly the given words.
+func checkOneOf(words ...string) func(string) error {
+	return func(v string) error {
+		for _, w := range words {
+			if v == w {
+				return nil
+			}
+		}
+		return fmt.Errorf("%q is not one of %s", truncate(v), strings.Join(words, ", "))
+	}
+}
+
+// Restrictions are the words that the smtpd_*_restrictions lists know.
+var Restrictions = []string{
+	"permit_mynetworks", "permit_sasl_authenticated", "reject_unauth_destination",
+	"reject_sender_login_mismatch", "permit", "reject",
+}
+
+func checkRestrictions(v string) error {
+	l, err := splitList(v)
+	if err != nil {
+		return err
+	}
+	for _, w := range l {
+		known := false
+		for _, r := range Restrictions {
+			if w == r {
+				known = true
+			}
+		}
+		if !known {
+			return fmt.Errorf("unknown restriction %q (known: %s)", truncate(w), strings.Join(Restrictions, ", "))
+		}
+	}
+	return nil
+}
