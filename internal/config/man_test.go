@@ -166,3 +166,16 @@ func TestManLint(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeSettings keeps README.md's settings table complete.
+func TestReadmeSettings(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range Settings() {
+		if !strings.Contains(string(b), "| `"+s.Name+"` |") {
+			t.Errorf("README.md: setting %s missing from the settings table", s.Name)
+		}
+	}
+}
