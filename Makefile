@@ -53,8 +53,10 @@ check: deps
 	$$(go env GOPATH)/bin/staticcheck ./...
 	mandoc -T lint -W warning man/man*/*.[0-9]
 
+# Messages per second and memory, Postern beside Debian's Postfix under the
+# same load (smtp-source, 20 sessions, 4 KB); see contrib/bench.sh.
 bench: deps build
-	$(GO) test -count=1 -timeout 1800s -run '^TestBench' -v ./tests/ -bench-run
+	contrib/bench.sh
 
 install: build
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(SYSCONFDIR)/postern

@@ -247,7 +247,7 @@ func (d *Delivery) Deliver(prefix []byte, r io.Reader) (string, error) {
 		unix.Unlinkat(tmpfd, tmpName, 0)
 		return "", err
 	}
-	if err := unix.Fsync(newfd); err != nil {
+	if err := syncDir(newfd); err != nil {
 		// Not durable: take it back so that the retry the caller will make
 		// does not add a second copy. If a reader already moved it to cur/,
 		// the unlink fails and the user has the message.
