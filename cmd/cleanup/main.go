@@ -137,7 +137,8 @@ func (c *cleanup) submit(conn *ipc.Conn, req *ipc.Msg) bool {
 
 	// Received first; then the message as it comes, with a look at its
 	// header section for hop counting and Message-ID logging.
-	if _, err := w.Write([]byte(c.received(env, id))); err != nil {
+	rcv := c.received(env, id, req.Get("tls"), req.Get("received_auth") == "yes")
+	if _, err := w.Write([]byte(rcv)); err != nil {
 		log.Errorf("%s: write: %v", id, err)
 		refuse(conn, "temp", "4.3.0", "Error: queue file write error")
 		return false
@@ -237,13 +238,19 @@ func (c *cleanup) envelope(req *ipc.Msg) (*queue.Envelope, error) {
 }
 
 // received builds the Received header (RFC 5321 4.4) from smtpd's facts.
-func (c *cleanup) received(env *queue.Envelope, id queue.ID) string {
+func (c *cleanup) received(env *queue.Envelope, id queue.ID, tlsInfo string, withAuth bool) string {
 	var b strings.Builder
 	helo := log.Clean(env.Helo)
 	if helo == "" {
 		helo = "unknown"
 	}
 	fmt.Fprintf(&b, "Received: from %s (%s [%s])\r\n", helo, orUnknown(env.ClientName), env.ClientAddr)
+	if tlsInfo = log.Clean(tlsInfo); tlsInfo != "" && len(tlsInfo) < 200 {
+		fmt.Fprintf(&b, "\t(using %s)\r\n", tlsInfo)
+	}
+	if u := log.Clean(env.SASLUser); withAuth && u != "" && len(u) < 256 {
+		fmt.Fprintf(&b, "\t(Authenticated sender: %s)\r\n", u)
+	}
 	proto := env.Protocol
 	if proto == "" {
 		proto = "SMTP"

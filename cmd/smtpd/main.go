@@ -22,6 +22,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -30,6 +31,7 @@ import (
 	"time"
 
 	"postern/internal/address"
+	"postern/internal/authclient"
 	"postern/internal/config"
 	"postern/internal/ipc"
 	"postern/internal/log"
@@ -46,9 +48,41 @@ type server struct {
 	srvCfg     smtp.ServerConfig
 	ipcTimeout time.Duration
 	perClient  int
+	policy     *policy
+	auth       *authclient.Client
+	wrapTLS    bool // smtpd_tls_wrappermode: TLS from the first byte
+	authHeader bool // smtpd_sasl_authenticated_header
 
 	mu      sync.Mutex
 	clients map[netip.Addr]int
+	tlsConf *tls.Config
+}
+
+// login checks SMTP AUTH credentials with the auth daemon.
+func (s *server) login(ctx context.Context, identity, user, password string) *smtp.Reply {
+	_, ok, why, err := s.auth.Login("smtp", user, password, clientAddrFrom(ctx))
+	if err != nil {
+		log.Warnf("SASL authentication for %s: %v", log.Clean(user), err)
+		return &smtp.Reply{Code: 454, Enhanced: "4.7.0", Text: "Temporary authentication failure"}
+	}
+	if !ok {
+		if why == "" {
+			why = "authentication failure"
+		}
+		return &smtp.Reply{Code: 535, Enhanced: "5.7.8", Text: "Error: authentication failed: " + why}
+	}
+	return nil
+}
+
+type ctxKey struct{}
+
+// clientAddrFrom recovers the client address that handle put in ctx, for
+// auth's per-address rate limit.
+func clientAddrFrom(ctx context.Context) string {
+	if a, ok := ctx.Value(ctxKey{}).(netip.Addr); ok {
+		return a.String()
+	}
+	return ""
 }
 
 func main() {
@@ -84,6 +118,41 @@ func main() {
 			SMTPUTF8:       cfg.Bool("smtputf8_enable"),
 		},
 	}
+	tc, err := loadTLS(cfg)
+	if err != nil {
+		d.Fatalf("%v", err)
+	}
+	loginMaps, err := cfg.Maps("smtpd_sender_login_maps")
+	if err != nil {
+		d.Fatalf("smtpd_sender_login_maps: %v", err)
+	}
+	s.policy = &policy{
+		relay:     cfg.List("smtpd_relay_restrictions"),
+		recipient: cfg.List("smtpd_recipient_restrictions"),
+		sender:    cfg.List("smtpd_sender_restrictions"),
+		loginMaps: loginMaps,
+		route:     rt,
+	}
+	s.wrapTLS = cfg.Bool("smtpd_tls_wrappermode")
+	s.authHeader = cfg.Bool("smtpd_sasl_authenticated_header")
+	if tc != nil {
+		// With wrapper mode the engine sees a *tls.Conn and offers no
+		// STARTTLS; TLS stays set so that AUTH is offered.
+		s.srvCfg.TLS = tc
+		s.srvCfg.RequireTLS = cfg.Get("smtpd_tls_security_level") == "encrypt"
+	}
+	if len(cfg.List("auth_passwd_file")) > 0 {
+		s.auth = &authclient.Client{Path: "private/auth", Timeout: 30 * time.Second}
+		rt.SetUserDB(s.auth)
+	}
+	if cfg.Bool("smtpd_sasl_auth_enable") {
+		if s.auth == nil {
+			d.Fatalf("smtpd_sasl_auth_enable = yes needs auth_passwd_file (the auth daemon's credentials)")
+		}
+		s.srvCfg.Auth = s.login
+		s.srvCfg.AuthNeedsTLS = cfg.Bool("smtpd_tls_auth_only")
+	}
+	s.tlsConf = tc
 	d.Drop()
 	limit := d.Service.MaxProc
 	d.Serve(limit, s.handle)
@@ -145,7 +214,13 @@ func (s *server) handle(ctx context.Context, c net.Conn) {
 	h := &session{srv: s, client: cl, addr: addr, relayOK: s.inMynetworks(addr)}
 	cfg := s.srvCfg
 	cfg.Logf = func(format string, args ...any) { log.Infof(format, args...) }
+	if s.wrapTLS {
+		// submissions (RFC 8314): TLS from the first byte.
+		c = tls.Server(c, s.tlsConf)
+	}
+	ctx = context.WithValue(ctx, ctxKey{}, addr)
 	sess := smtp.NewSession(c, &cfg, h)
+	h.sess = sess
 	sess.SetClientName("unknown")
 	// The engine logs connect, disconnect, lost connections and rejects.
 	sess.Serve(ctx)
@@ -161,6 +236,10 @@ type session struct {
 	helo    string
 	esmtp   bool
 
+	sess     *smtp.Session
+	saslUser string
+	tlsInfo  string
+
 	from   address.Address
 	mail   smtp.MailParams
 	rcpts  []address.Address
@@ -175,7 +254,30 @@ func (h *session) Hello(name string, extended bool) *smtp.Reply {
 func (h *session) Mail(from address.Address, p smtp.MailParams) *smtp.Reply {
 	h.from, h.mail = from, p
 	h.rcpts, h.rparam = nil, nil
-	return nil
+	return h.srv.policy.atMail(h.facts(nil))
+}
+
+// TLSStarted notes the TLS parameters for the Received header.
+func (h *session) TLSStarted(st *tls.ConnectionState) {
+	h.saslUser = "" // RFC 3207: the session starts over
+	h.tlsInfo = fmt.Sprintf("%s with cipher %s", tlsVersion(st.Version), tls.CipherSuiteName(st.CipherSuite))
+}
+
+// Authenticated notes the SASL login name.
+func (h *session) Authenticated(user string) { h.saslUser = user }
+
+func tlsVersion(v uint16) string {
+	switch v {
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	}
+	return fmt.Sprintf("TLS(0x%04x)", v)
+}
+
+func (h *session) facts(rcpt *address.Address) facts {
+	return facts{mynetworks: h.relayOK, saslUser: h.saslUser, sender: h.from, rcpt: rcpt}
 }
 
 func (h *session) Rcpt(to address.Address, p smtp.RcptParams) *smtp.Reply {
@@ -185,13 +287,16 @@ func (h *session) Rcpt(to address.Address, p smtp.RcptParams) *smtp.Reply {
 	if to.Domain == "" {
 		to.Domain = h.srv.route.MyHostname()
 	}
-	switch h.srv.route.Classify(to) {
-	case route.Remote:
-		if !h.relayOK {
-			return &smtp.Reply{Code: 554, Enhanced: "5.7.1", Text: fmt.Sprintf("<%s>: Relay access denied", to)}
+	if r := h.srv.policy.atRcpt(h.facts(&to)); r != nil {
+		return r
+	}
+	if h.srv.route.Classify(to) != route.Remote {
+		ok, why, err := h.srv.route.Known(to)
+		if err != nil {
+			log.Warnf("recipient <%s>: %v", to, err)
+			return &smtp.Reply{Code: 451, Enhanced: "4.3.0", Text: fmt.Sprintf("<%s>: Temporary lookup failure", to)}
 		}
-	default:
-		if ok, why := h.srv.route.Known(to); !ok {
+		if !ok {
 			return &smtp.Reply{Code: 550, Enhanced: "5.1.1", Text: fmt.Sprintf("<%s>: Recipient address rejected: %s", to, why)}
 		}
 	}
@@ -200,14 +305,22 @@ func (h *session) Rcpt(to address.Address, p smtp.RcptParams) *smtp.Reply {
 	return nil
 }
 
+// proto names the protocol for Received, per RFC 3848 and RFC 6531.
 func (h *session) proto() string {
-	switch {
-	case h.mail.SMTPUTF8:
-		return "UTF8SMTP"
-	case h.esmtp:
-		return "ESMTP"
+	if !h.esmtp {
+		return "SMTP"
 	}
-	return "SMTP"
+	p := "ESMTP"
+	if h.mail.SMTPUTF8 {
+		p = "UTF8SMTP"
+	}
+	if h.tlsInfo != "" {
+		p += "S"
+	}
+	if h.saslUser != "" {
+		p += "A"
+	}
+	return p
 }
 
 func (h *session) Reset() {
@@ -231,6 +344,15 @@ func (h *session) Data() (smtp.MessageSink, *smtp.Reply) {
 		"envid", h.mail.EnvID)
 	if h.mail.SMTPUTF8 {
 		m.Add("smtputf8", "yes")
+	}
+	if h.saslUser != "" {
+		m.Add("sasl_username", h.saslUser)
+		if h.srv.authHeader {
+			m.Add("received_auth", "yes")
+		}
+	}
+	if h.tlsInfo != "" {
+		m.Add("tls", h.tlsInfo)
 	}
 	m.AddInt("size", h.mail.Size)
 	for i, r := range h.rcpts {
@@ -256,7 +378,11 @@ func (h *session) Data() (smtp.MessageSink, *smtp.Reply) {
 		return nil, &smtp.Reply{Code: 451, Enhanced: "4.3.0", Text: "Error: queue file write error"}
 	}
 	id := r.Get("queue_id")
-	log.Infof("%s: client=%s", id, h.client)
+	if h.saslUser != "" {
+		log.Infof("%s: client=%s, sasl_username=%s", id, h.client, h.saslUser)
+	} else {
+		log.Infof("%s: client=%s", id, h.client)
+	}
 	return &sink{c: c, w: c.StreamWriter(), id: id, timeout: h.srv.ipcTimeout}, nil
 }
 

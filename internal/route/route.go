@@ -22,6 +22,7 @@ import (
 	"strings"
 
 	"postern/internal/address"
+	"postern/internal/authclient"
 	"postern/internal/config"
 	"postern/internal/passwd"
 )
@@ -59,7 +60,17 @@ type Resolver struct {
 	delim    string
 	users    *passwd.DB
 	myHost   string
+	userdb   UserDB
 }
+
+// UserDB is the credential database's view of mailbox users (the auth
+// daemon): virtual users listed there need no virtual_mailbox_maps entry.
+type UserDB interface {
+	Lookup(addr string) (authclient.User, bool, error)
+}
+
+// SetUserDB makes r consult db for virtual addresses the maps do not know.
+func (r *Resolver) SetUserDB(db UserDB) { r.userdb = db }
 
 // New loads everything the resolver needs from cfg and the user database.
 func New(cfg *config.Config, users *passwd.DB) (*Resolver, error) {
@@ -134,30 +145,49 @@ func (r *Resolver) Transport(a address.Address) string {
 
 // Known reports whether a local or virtual recipient exists; for a remote
 // address it is always true (relay policy is smtpd's business). The reason
-// names the table that does not know the user, in Postfix's words.
-func (r *Resolver) Known(a address.Address) (bool, string) {
+// names the table that does not know the user, in Postfix's words. An
+// error means the user database could not be asked (a temporary failure).
+func (r *Resolver) Known(a address.Address) (bool, string, error) {
 	switch r.Classify(a) {
 	case Local:
 		user := strings.ToLower(a.Local)
 		if user == "postmaster" {
-			return true, ""
+			return true, "", nil
 		}
 		for _, u := range r.candidates(user) {
 			if _, ok := r.aliases.Lookup(u); ok {
-				return true, ""
+				return true, "", nil
 			}
 			if _, ok := r.users.User(u); ok {
-				return true, ""
+				return true, "", nil
 			}
 		}
-		return false, "User unknown in local recipient table"
+		return false, "User unknown in local recipient table", nil
 	case Virtual:
 		if _, ok := r.virtualEntry(a); ok || strings.EqualFold(a.Local, "postmaster") {
-			return true, ""
+			return true, "", nil
 		}
-		return false, "User unknown in virtual mailbox table"
+		if _, ok, err := r.dbUser(a); ok || err != nil {
+			return ok, "", err
+		}
+		return false, "User unknown in virtual mailbox table", nil
 	}
-	return true, ""
+	return true, "", nil
+}
+
+// dbUser asks the user database for a virtual address, with and without
+// its extension.
+func (r *Resolver) dbUser(a address.Address) (authclient.User, bool, error) {
+	if r.userdb == nil {
+		return authclient.User{}, false, nil
+	}
+	for _, u := range r.candidates(strings.ToLower(a.Local)) {
+		du, ok, err := r.userdb.Lookup(u + "@" + normDomain(a.Domain))
+		if ok || err != nil {
+			return du, ok, err
+		}
+	}
+	return authclient.User{}, false, nil
 }
 
 // candidates lists the lookup keys for a local part: itself, then without
@@ -237,7 +267,21 @@ func (r *Resolver) LocalMailbox(local string) (Mailbox, error) {
 func (r *Resolver) VirtualMailbox(a address.Address) (Mailbox, error) {
 	v, ok := r.virtualEntry(a)
 	if !ok {
-		return Mailbox{}, fmt.Errorf("%s: not in virtual_mailbox_maps", a)
+		du, ok, err := r.dbUser(a)
+		if err != nil {
+			return Mailbox{}, fmt.Errorf("%s: user database: %w", a, err)
+		}
+		if !ok {
+			return Mailbox{}, fmt.Errorf("%s: not in virtual_mailbox_maps", a)
+		}
+		p := du.Mail
+		if p == "" {
+			p = filepath.Join(du.Home, "Maildir") + "/"
+		}
+		if du.UID == 0 {
+			return Mailbox{}, fmt.Errorf("%s: the user database gives uid 0; virtual mail is never written as root", a)
+		}
+		return Mailbox{Path: p, Maildir: strings.HasSuffix(p, "/"), UID: du.UID, GID: du.GID, User: du.Name}, nil
 	}
 	if strings.Contains(v, "..") || filepath.IsAbs(v) {
 		return Mailbox{}, fmt.Errorf("%s: virtual_mailbox_maps value %q must be a path below virtual_mailbox_base", a, v)

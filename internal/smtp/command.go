@@ -7,8 +7,9 @@ import (
 )
 
 // Command line limits. RFC 5321 4.5.3.1.4 sets 512 octets including CRLF;
-// MAIL and RCPT get room for extension parameters (RFC 5321 4.5.3.1 lets
-// extensions raise the limit; Postfix has no limit at all).
+// MAIL and RCPT get room for extension parameters, AUTH for an initial
+// response (RFC 5321 4.5.3.1 lets extensions raise the limit; Postfix has
+// no limit at all).
 const (
 	MaxCommandLine = 512
 	MaxPathLine    = 2048
@@ -18,9 +19,13 @@ const (
 // Command is one parsed SMTP command line.
 type Command struct {
 	Verb   string  // upper case, e.g. "MAIL"; for an unknown command the first word as sent
-	Arg    string  // EHLO/HELO name, VRFY/EXPN/HELP/NOOP argument; spaces at the ends removed
+	Arg    string  // EHLO/HELO name, VRFY/EXPN/HELP/NOOP argument, spaces at the ends removed; AUTH: the mechanism, upper case
 	Path   string  // MAIL/RCPT: the text between "<" and ">", not yet parsed
 	Params []Param // MAIL/RCPT: ESMTP parameters in the order given
+	// Response is AUTH's initial response as sent, not decoded: base64,
+	// or "=" for an empty one; "" when there is none. It is a secret:
+	// never log it.
+	Response string
 }
 
 // Param is one ESMTP parameter of MAIL or RCPT (RFC 5321 esmtp-param).
@@ -32,7 +37,7 @@ type Param struct {
 // Verbs the parser knows but the server does not implement now: they get
 // 502 rather than 500.
 var notImplemented = map[string]bool{
-	"STARTTLS": true, "AUTH": true, "BDAT": true, "ETRN": true, "TURN": true,
+	"BDAT": true, "ETRN": true, "TURN": true,
 	"ATRN": true, "SEND": true, "SOML": true, "SAML": true, "XCLIENT": true,
 	"XFORWARD": true,
 }
@@ -110,11 +115,40 @@ func ParseCommand(line []byte) (Command, error) {
 		}
 	case "NOOP", "HELP":
 		cmd.Arg = strings.TrimSpace(rest)
+	case "STARTTLS":
+		if strings.TrimSpace(rest) != "" {
+			return cmd, reply(501, "5.5.4", "Syntax: STARTTLS")
+		}
+	case "AUTH":
+		return parseAuth(cmd, rest)
 	default:
 		if notImplemented[cmd.Verb] {
 			return cmd, errNotImpl
 		}
 		return cmd, errUnknown
+	}
+	return cmd, nil
+}
+
+// maxMechanism is the longest SASL mechanism name (RFC 4422 3.1).
+const maxMechanism = 20
+
+// parseAuth parses "mechanism [initial-response]" (RFC 4954 4).
+func parseAuth(cmd Command, rest string) (Command, error) {
+	syntax := reply(501, "5.5.4", "Syntax: AUTH mechanism")
+	f := strings.Fields(rest)
+	if len(f) < 1 || len(f) > 2 || len(f[0]) > maxMechanism {
+		return cmd, syntax
+	}
+	for i := 0; i < len(f[0]); i++ {
+		c := f[0][i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return cmd, syntax
+		}
+	}
+	cmd.Arg = strings.ToUpper(f[0])
+	if len(f) == 2 {
+		cmd.Response = f[1]
 	}
 	return cmd, nil
 }

@@ -47,7 +47,17 @@ func TestParseCommand(t *testing.T) {
 		{"VRFY bob\r\n", Command{Verb: "VRFY", Arg: "bob"}, 0},
 		{"VRFY\r\n", Command{Verb: "VRFY"}, 501},
 		{"HELP\r\n", Command{Verb: "HELP"}, 0},
-		{"STARTTLS\r\n", Command{Verb: "STARTTLS"}, 502},
+		{"STARTTLS\r\n", Command{Verb: "STARTTLS"}, 0},
+		{"starttls \r\n", Command{Verb: "STARTTLS"}, 0},
+		{"STARTTLS now\r\n", Command{Verb: "STARTTLS"}, 501},
+		{"AUTH plain\r\n", Command{Verb: "AUTH", Arg: "PLAIN"}, 0},
+		{"AUTH LOGIN  dXNlcg== \r\n", Command{Verb: "AUTH", Arg: "LOGIN", Response: "dXNlcg=="}, 0},
+		{"AUTH PLAIN =\r\n", Command{Verb: "AUTH", Arg: "PLAIN", Response: "="}, 0},
+		{"AUTH X-OAUTH_2\r\n", Command{Verb: "AUTH", Arg: "X-OAUTH_2"}, 0},
+		{"AUTH\r\n", Command{Verb: "AUTH"}, 501},
+		{"AUTH PLAIN a b\r\n", Command{Verb: "AUTH"}, 501},
+		{"AUTH PL/AIN\r\n", Command{Verb: "AUTH"}, 501},
+		{"AUTH " + strings.Repeat("A", 21) + "\r\n", Command{Verb: "AUTH"}, 501},
 		{"BDAT 100 LAST\r\n", Command{Verb: "BDAT"}, 502},
 		{"XYZZY\r\n", Command{Verb: "XYZZY"}, 500},
 		{"\r\n", Command{}, 500},
@@ -152,7 +162,8 @@ func TestXtext(t *testing.T) {
 func FuzzParseCommand(f *testing.F) {
 	for _, s := range []string{"EHLO x\r\n", "MAIL FROM:<a@b.test> SIZE=10 BODY=8BITMIME SMTPUTF8\r\n",
 		"RCPT TO:<c@d.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;c+40d.test\r\n", `MAIL FROM:<"a\"b>"@c> RET=HDRS ENVID=a+2Bb`,
-		"DATA\r\n", "QUIT\n", "NOOP\x00", "GET / HTTP/1.1\r\n", "RCPT TO:<@a,@b:c@d>\r\n", "MAIL FROM:<> SIZE=99999999999999999999"} {
+		"DATA\r\n", "QUIT\n", "NOOP\x00", "GET / HTTP/1.1\r\n", "RCPT TO:<@a,@b:c@d>\r\n", "MAIL FROM:<> SIZE=99999999999999999999",
+		"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n", "AUTH LOGIN =\r\n", "STARTTLS\r\n"} {
 		f.Add([]byte(s))
 	}
 	s := &Session{cfg: (&ServerConfig{SMTPUTF8: true, DSN: true, MaxSize: 1000}).withDefaults(), extended: true}
@@ -176,7 +187,10 @@ func FuzzParseCommand(f *testing.F) {
 				t.Fatalf("bad param %#v", p)
 			}
 		}
-		if strings.ContainsAny(cmd.Arg+cmd.Path, "\r\n\x00") {
+		if cmd.Verb == "AUTH" && (cmd.Arg == "" || len(cmd.Arg) > maxMechanism || strings.ContainsAny(cmd.Arg+cmd.Response, " \t")) {
+			t.Fatalf("bad AUTH %#v", cmd)
+		}
+		if strings.ContainsAny(cmd.Arg+cmd.Path+cmd.Response, "\r\n\x00") {
 			t.Fatalf("control characters in %#v", cmd)
 		}
 		mp, _ := s.mailParams(cmd.Params)

@@ -35,7 +35,9 @@ func (c *eofConn) Read(p []byte) (int, error) {
 }
 
 // FuzzSession runs a whole session from the fuzzer's bytes against the
-// fake handler: it must never panic or hang.
+// fake handler, with STARTTLS and AUTH offered: it must never panic or
+// hang. (A STARTTLS handshake fails on the fuzzer's bytes, so what
+// follows a successful one is left to the unit tests.)
 func FuzzSession(f *testing.F) {
 	for _, s := range []string{
 		"EHLO x\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n",
@@ -44,6 +46,10 @@ func FuzzSession(f *testing.F) {
 		"EHLO x\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<close@d.test>\r\n",
 		"GET / HTTP/1.1\r\n",
 		"EHLO x\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nRCPT TO:<c@d.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n..\r\n\r.\r\n.\r\nNOOP\r\n",
+		"EHLO x\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nAUTH LOGIN\r\nMAIL FROM:<a@b.test>\r\n",
+		"EHLO x\r\nAUTH PLAIN\r\n*\r\nAUTH LOGIN YWxpY2U=\r\nc2VjcmV0\r\nAUTH PLAIN =\r\nAUTH LOGIN\r\n\r\n!!\r\n",
+		"EHLO x\r\nAUTH PLAIN\r\nAGFsaWNlAHdyb25n\r\nAUTH CRAM-MD5\r\nSTARTTLS x\r\nSTARTTLS\r\nEHLO y\r\n",
+		"STARTTLS\r\n\x16\x03\x01\x00\x05hello",
 	} {
 		f.Add([]byte(s))
 	}
@@ -52,6 +58,8 @@ func FuzzSession(f *testing.F) {
 			Hostname: "mx.test", MaxSize: 200, MaxRecipients: 2, Timeout: 2 * time.Second,
 			SessionTimeout: 5 * time.Second, ErrorSleep: -1, HardErrorLimit: 30,
 			SMTPUTF8: true, DSN: true, LineLimit: 1000,
+			TLS:  serverTLS(t),
+			Auth: (&fakeAuth{}).check,
 		}
 		cli, srv := net.Pipe()
 		defer cli.Close()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -31,6 +32,33 @@ type fakeHandler struct {
 	commit   *Reply
 	failW    bool // sinks fail their writes
 	resets   int
+	tlsSeen  []*tls.ConnectionState
+	authSeen []string
+}
+
+func (h *fakeHandler) TLSStarted(st *tls.ConnectionState) {
+	h.log("tls")
+	h.mu.Lock()
+	h.tlsSeen = append(h.tlsSeen, st)
+	h.mu.Unlock()
+}
+
+func (h *fakeHandler) Authenticated(user string) {
+	h.log("auth " + user)
+	h.mu.Lock()
+	h.authSeen = append(h.authSeen, user)
+	h.mu.Unlock()
+}
+
+func (h *fakeHandler) called(s string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.calls {
+		if c == s {
+			return true
+		}
+	}
+	return false
 }
 
 func (h *fakeHandler) log(s string) {
@@ -169,6 +197,7 @@ func (c *recConn) Writes() []string {
 // while the client still is.
 type testClient struct {
 	t      *testing.T
+	mu     sync.Mutex // guards conn for the writer goroutine
 	conn   net.Conn
 	r      *bufio.Reader
 	wch    chan []byte
@@ -227,18 +256,29 @@ func startSession(t *testing.T, cfg *ServerConfig, h *fakeHandler) *testClient {
 	if h == nil {
 		h = &fakeHandler{}
 	}
-	logs := &logRec{}
-	cfg.Logf = logs.logf
 	cli, srv := net.Pipe()
 	rc := &recConn{Conn: srv}
+	return startSessionOn(t, cfg, h, cli, rc)
+}
+
+// startSessionOn runs a session on srv (a *recConn is remembered as
+// srvc) and drives it from cli.
+func startSessionOn(t *testing.T, cfg *ServerConfig, h *fakeHandler, cli, srv net.Conn) *testClient {
+	t.Helper()
+	logs := &logRec{}
+	cfg.Logf = logs.logf
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &testClient{t: t, conn: cli, r: bufio.NewReader(cli), wch: make(chan []byte, 64),
-		srvc: rc, h: h, done: make(chan error, 1), cancel: cancel, logs: logs}
-	c.srv = NewSession(rc, cfg, h)
+		h: h, done: make(chan error, 1), cancel: cancel, logs: logs}
+	c.srvc, _ = srv.(*recConn)
+	c.srv = NewSession(srv, cfg, h)
 	go func() { c.done <- c.srv.Serve(ctx) }()
 	go func() {
 		for b := range c.wch {
-			if _, err := cli.Write(b); err != nil {
+			c.mu.Lock()
+			w := c.conn
+			c.mu.Unlock()
+			if _, err := w.Write(b); err != nil {
 				for range c.wch {
 				}
 				return

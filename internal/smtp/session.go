@@ -3,6 +3,7 @@ package smtp
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -16,7 +17,7 @@ import (
 )
 
 // Commands counted for Stats, in Postfix's order.
-var statNames = []string{"helo", "ehlo", "mail", "rcpt", "data", "rset", "noop", "vrfy", "expn", "help", "quit", "unknown"}
+var statNames = [...]string{"helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "rset", "noop", "vrfy", "expn", "help", "quit", "unknown"}
 
 func statIndex(verb string) int {
 	v := strings.ToLower(verb)
@@ -43,6 +44,8 @@ type Session struct {
 	extended bool // ... and it was EHLO
 	helo     string
 
+	implicit *tls.Conn // implicit TLS: the handshake is Serve's first act
+
 	inMail    bool // MAIL accepted, transaction open
 	from      address.Address
 	mp        MailParams
@@ -54,14 +57,21 @@ type Session struct {
 	warnedPipe bool
 	ended      bool // a reply ended the session (QUIT, 421)
 
-	mu    sync.Mutex
-	stats [12]struct{ ok, total int }
+	mu       sync.Mutex
+	stats    [len(statNames)]struct{ ok, total int }
+	tlsState *tls.ConnectionState // nil until a handshake completed
+	authUser string               // "" until AUTH succeeded
 }
 
 // NewSession prepares a session on conn; Serve runs it. cfg may be nil
-// for all defaults.
+// for all defaults. When conn is a *tls.Conn (implicit TLS, RFC 8314, as
+// on port 465) whose handshake has not run yet, Serve runs it before the
+// greeting, bounded by Timeout, and the session never offers STARTTLS.
 func NewSession(conn net.Conn, cfg *ServerConfig, h Handler) *Session {
 	s := &Session{conn: conn, cfg: cfg.withDefaults(), h: h, lastCmd: "CONNECT"}
+	if tc, ok := conn.(*tls.Conn); ok {
+		s.implicit = tc
+	}
 	s.io = &connIO{conn: conn, timeout: s.cfg.Timeout}
 	// The read buffer must hold a whole MAIL/RCPT line.
 	s.br = bufio.NewReaderSize(s.io, 4096)
@@ -116,6 +126,28 @@ func (s *Session) Stats() string {
 	return b.String()
 }
 
+// TLS returns the state of the session's TLS connection, or nil when it
+// is plain (before STARTTLS, or before Serve's handshake of an implicit
+// TLS connection). It is safe to call at any time.
+func (s *Session) TLS() *tls.ConnectionState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tlsState == nil {
+		return nil
+	}
+	st := *s.tlsState
+	return &st
+}
+
+// AuthUser returns the user name that AUTH succeeded with, or "" when the
+// client has not authenticated (STARTTLS forgets an earlier AUTH). It is
+// safe to call at any time.
+func (s *Session) AuthUser() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.authUser
+}
+
 func writeCount(b *strings.Builder, ok, total int) {
 	b.WriteString(strconv.Itoa(ok))
 	if ok != total {
@@ -141,7 +173,9 @@ func (s *Session) count(verb string, ok bool) {
 // otherwise, or the context's error when ctx was cancelled (the client
 // was told 421 4.3.2).
 func (s *Session) Serve(ctx context.Context) error {
-	defer s.conn.Close()
+	// s.conn is read at the end: after STARTTLS it is the *tls.Conn,
+	// whose Close sends the close_notify that TLS clients expect.
+	defer func() { _ = s.conn.Close() }()
 	s.io.end = time.Now().Add(s.cfg.SessionTimeout)
 	stop := make(chan struct{})
 	defer close(stop)
@@ -153,7 +187,13 @@ func (s *Session) Serve(ctx context.Context) error {
 		}
 	}()
 	s.cfg.Logf("connect from %s", s.client)
-	err := s.run(ctx)
+	var err error
+	if s.implicit != nil {
+		err = s.startTLS(ctx, s.implicit)
+	}
+	if err == nil {
+		err = s.run(ctx)
+	}
 	s.h.Reset()
 	s.cfg.Logf("disconnect from %s %s", s.client, s.Stats())
 	return err
@@ -208,7 +248,7 @@ func (s *Session) readLine() ([]byte, error) {
 	}
 	if len(line) > MaxCommandLine {
 		v := strings.ToUpper(string(line[:4]))
-		if !(v == "MAIL" || v == "RCPT") || line[4] != ' ' {
+		if !(v == "MAIL" || v == "RCPT" || v == "AUTH") || line[4] != ' ' {
 			return nil, errLineTooLong
 		}
 	}
@@ -355,6 +395,13 @@ func (s *Session) dispatch(ctx context.Context, line []byte) error {
 	} else {
 		s.lastCmd = "UNKNOWN"
 	}
+	// An extension that is not configured does not exist, whatever
+	// its arguments.
+	if cmd.Verb == "STARTTLS" && s.cfg.TLS == nil || cmd.Verb == "AUTH" && s.cfg.Auth == nil {
+		s.count(cmd.Verb, false)
+		s.fail(ctx, errNotImpl)
+		return nil
+	}
 	if perr != nil {
 		var r *Reply
 		if !errors.As(perr, &r) {
@@ -364,8 +411,25 @@ func (s *Session) dispatch(ctx context.Context, line []byte) error {
 		s.fail(ctx, r)
 		return nil
 	}
+	if s.cfg.RequireTLS && s.tlsState == nil && needsTLS(cmd.Verb) {
+		s.count(cmd.Verb, false)
+		s.fail(ctx, reply(530, "5.7.0", "Must issue a STARTTLS command first"))
+		return nil
+	}
 	ok := true
 	switch cmd.Verb {
+	case "STARTTLS":
+		var err error
+		if ok, err = s.starttls(ctx); err != nil {
+			s.count(cmd.Verb, false)
+			return err
+		}
+	case "AUTH":
+		var err error
+		if ok, err = s.auth(ctx, cmd); err != nil {
+			s.count(cmd.Verb, false)
+			return err
+		}
 	case "EHLO", "HELO":
 		ok = s.hello(ctx, cmd)
 	case "MAIL":
@@ -386,13 +450,49 @@ func (s *Session) dispatch(ctx context.Context, line []byte) error {
 		ok = false
 		s.fail(ctx, reply(502, "5.5.1", "Error: command not implemented"))
 	case "HELP":
-		s.send(reply(214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"), true)
+		s.send(reply(214, "2.0.0", s.help()), true)
 	case "QUIT":
 		s.send(reply(221, "2.0.0", "Bye"), true)
 		s.ended = true
 	}
 	s.count(cmd.Verb, ok)
 	return nil
+}
+
+// needsTLS reports whether verb is refused before TLS when TLS is
+// required: everything but what it takes to start TLS and to leave, as
+// Postfix's smtpd_tls_security_level=encrypt.
+func needsTLS(verb string) bool {
+	switch verb {
+	case "MAIL", "RCPT", "DATA", "VRFY", "EXPN", "AUTH":
+		return true
+	}
+	return false
+}
+
+// help lists the commands, with STARTTLS and AUTH when they would be
+// accepted.
+func (s *Session) help() string {
+	cmds := "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
+	if s.offerSTARTTLS() {
+		cmds += " STARTTLS"
+	}
+	if s.offerAuth() {
+		cmds += " AUTH"
+	}
+	return cmds
+}
+
+// offerSTARTTLS reports whether EHLO advertises STARTTLS now.
+func (s *Session) offerSTARTTLS() bool {
+	return s.tlsState == nil && tlsUsable(s.cfg.TLS)
+}
+
+// offerAuth reports whether EHLO advertises AUTH now. Requiring TLS
+// implies requiring it for AUTH (Postfix: encrypt implies
+// smtpd_tls_auth_only).
+func (s *Session) offerAuth() bool {
+	return s.cfg.Auth != nil && (s.tlsState != nil || !s.cfg.AuthNeedsTLS && !s.cfg.RequireTLS)
 }
 
 // flush sends queued replies after a command the client waits for; an
@@ -428,6 +528,12 @@ func (s *Session) hello(ctx context.Context, cmd Command) bool {
 		lines = append(lines, "SIZE "+strconv.FormatInt(s.cfg.MaxSize, 10))
 	} else {
 		lines = append(lines, "SIZE")
+	}
+	if s.offerSTARTTLS() {
+		lines = append(lines, "STARTTLS")
+	}
+	if s.offerAuth() {
+		lines = append(lines, "AUTH PLAIN LOGIN")
 	}
 	lines = append(lines, "8BITMIME", "ENHANCEDSTATUSCODES")
 	if s.cfg.SMTPUTF8 {

@@ -8,8 +8,12 @@
 // 8BITMIME (RFC 6152), ENHANCEDSTATUSCODES (RFC 2034, codes from RFC
 // 3463/5248), SMTPUTF8 (RFC 6531, when ServerConfig.SMTPUTF8) and the DSN
 // parameters RET, ENVID, NOTIFY, ORCPT (RFC 3461, parsed and handed to the
-// Handler; advertised only when ServerConfig.DSN). Not implemented now:
-// STARTTLS, AUTH, CHUNKING/BDAT (502 5.5.1), EXPN (502 5.5.1). VRFY always
+// Handler; advertised only when ServerConfig.DSN), STARTTLS (RFC 3207,
+// when ServerConfig.TLS), implicit TLS (RFC 8314) and AUTH PLAIN and LOGIN
+// (RFC 4954, RFC 4616, draft-murchison-sasl-login, when
+// ServerConfig.Auth); see below. Not implemented now: CHUNKING/BDAT (502
+// 5.5.1), EXPN (502 5.5.1); STARTTLS and AUTH are 502 5.5.1 too when not
+// configured. VRFY always
 // answers 252 2.5.2. HELO sessions get no extensions: any MAIL or RCPT
 // parameter after HELO is refused with 555 5.5.4, and so are the DSN and
 // SMTPUTF8 parameters when those extensions are not offered. MAIL needs a
@@ -23,7 +27,7 @@
 // Input limits and failure modes:
 //
 //   - A command line is at most 512 octets with its CRLF (MaxCommandLine),
-//     MAIL and RCPT at most 2048 (MaxPathLine). A longer line gets 500 5.5.2
+//     MAIL, RCPT and AUTH at most 2048 (MaxPathLine). A longer line gets 500 5.5.2
 //     "line too long" and is discarded up to the next LF.
 //   - A command ends in CRLF; a bare LF is accepted as the end (like
 //     Postfix); a CR anywhere else, a NUL, any other control but HT and
@@ -44,6 +48,40 @@
 //     trickling one octet at a time cannot hold a process for ever. Either
 //     ends the session with 421 4.4.2. Cancelling the context given to
 //     Serve ends it with 421 4.3.2.
+//
+// STARTTLS: accepted only without arguments (501 5.5.4), outside a
+// transaction (503 5.5.1), once (503 5.5.1 when TLS is already active,
+// STARTTLS or implicit), and only when ServerConfig.TLS has a certificate
+// (454 4.7.0 otherwise, and not advertised). After "220 2.0.0 Ready to
+// start TLS" whatever the client pipelined behind STARTTLS is discarded
+// unread, with a warning (CVE-2011-0411: cleartext injected into the
+// encrypted session); what is still in the kernel's buffer then spoils the
+// handshake. The handshake has Timeout (and the session's time budget) for
+// the whole exchange; when it fails the session logs "SSL_accept error
+// from", closes without a reply and Serve returns ErrTLSHandshake (with
+// ErrTimeout on a timeout). When it succeeds the session is as after the
+// greeting (RFC 3207 4.2): no HELO/EHLO, no AUTH; EHLO then advertises no
+// STARTTLS, and the log says "Anonymous TLS connection established from
+// CLIENT: TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 (128/128 bits)". An
+// implicit TLS connection (a *tls.Conn given to NewSession) is handshaken
+// the same way before the greeting. With ServerConfig.RequireTLS, MAIL,
+// RCPT, DATA, VRFY, EXPN and AUTH before TLS get 530 5.7.0.
+//
+// AUTH: mechanisms PLAIN and LOGIN, advertised and accepted when
+// ServerConfig.Auth is set and TLS is active or neither AuthNeedsTLS nor
+// RequireTLS is set (before TLS: 538 5.7.11, or 530 5.7.0 with
+// RequireTLS). Only after EHLO, outside a transaction, once per session
+// (503 5.5.1); another mechanism is 504 5.5.4. The client's responses are
+// base64 lines of at most MaxAuthLine octets (longer: 500 5.5.6); "*"
+// cancels (501 5.0.0), bad base64 is 501 5.5.2. PLAIN needs exactly three
+// NUL-separated fields and an authorization identity that is empty or the
+// user's own; an empty user name or password, NUL or invalid UTF-8 in
+// them, are refused without asking the AuthFunc: 535 5.7.8. Only a nil
+// from the AuthFunc authenticates; its refusal is sent as given. Every
+// failure counts as an error for the error limits and is logged as
+// "warning: CLIENT: SASL PLAIN authentication failed: REASON" (the shape
+// fail2ban's postfix-sasl filter knows); the responses themselves, which
+// hold the password, are never logged.
 //
 // DATA: the message is streamed to the Handler's MessageSink as canonical
 // CRLF lines, unstuffed, never held whole in memory (see DataReader). Only
@@ -73,6 +111,8 @@
 package smtp
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"time"
@@ -94,6 +134,24 @@ type ServerConfig struct {
 	SoftErrorLimit int           // errors before each error reply is delayed; default 10
 	ErrorSleep     time.Duration // the delay; default 1 s, negative for none
 	SMTPUTF8, DSN  bool          // advertise and accept these extensions
+
+	// TLS, when not nil, makes the server advertise and accept STARTTLS
+	// on a connection that is not already TLS. It must hold a
+	// certificate (Certificates, GetCertificate or GetConfigForClient);
+	// without one STARTTLS is refused with 454 4.7.0. It is used as
+	// given, not copied: do not change it while sessions run.
+	TLS *tls.Config
+	// RequireTLS is Postfix's smtpd_tls_security_level=encrypt: before
+	// TLS, MAIL, RCPT, DATA, VRFY, EXPN and AUTH get 530 5.7.0 and AUTH
+	// is not advertised.
+	RequireTLS bool
+	// Auth, when not nil, makes the server advertise AUTH PLAIN LOGIN
+	// and accept AUTH (RFC 4954).
+	Auth AuthFunc
+	// AuthNeedsTLS is smtpd_tls_auth_only: before TLS, AUTH is not
+	// advertised and is refused with 538 5.7.11.
+	AuthNeedsTLS bool
+
 	// Logf receives one line per event; nil discards them.
 	Logf func(format string, args ...any)
 }
@@ -196,11 +254,37 @@ type MessageSink interface {
 	Abort(reason string)
 }
 
+// AuthFunc checks a login. It returns nil on success, or the reply to send
+// (535 5.7.8 Error: authentication failed, 454 4.7.0 temporary failure, ...).
+// identity is the authorization identity of PLAIN: empty, or equal to
+// user (the engine refuses any other before calling). user and password
+// are never empty. It is called from the goroutine that runs Serve; ctx
+// is Serve's. A reply that is not 4xx or 5xx is taken as a temporary
+// failure (454 4.7.0), never as a success; a 421 ends the session.
+type AuthFunc func(ctx context.Context, identity, user, password string) *Reply
+
+// TLSObserver may be implemented by a Handler: TLSStarted is called after
+// each successful TLS handshake, STARTTLS or implicit. After STARTTLS the
+// session has forgotten HELO/EHLO and any AUTH (RFC 3207 4.2); a Handler
+// that keeps state from Hello or Authenticated must forget it too.
+type TLSObserver interface {
+	TLSStarted(state *tls.ConnectionState)
+}
+
+// AuthObserver may be implemented by a Handler: Authenticated is called
+// after a successful AUTH, before the 235 reply is sent.
+type AuthObserver interface {
+	Authenticated(user string)
+}
+
 // Errors that Serve returns; test with errors.Is. A client's QUIT, a
 // non-SMTP client that was hung up on and a handler's 421 return nil; a
-// cancelled context returns the context's error.
+// cancelled context returns the context's error. A failed TLS handshake
+// returns ErrTLSHandshake, which also matches ErrTimeout when the
+// handshake timed out.
 var (
 	ErrTimeout        = errors.New("timeout")
 	ErrLostConnection = errors.New("lost connection")
 	ErrTooManyErrors  = errors.New("too many errors")
+	ErrTLSHandshake   = errors.New("TLS handshake failed")
 )
