@@ -99,6 +99,16 @@ type Options struct {
 	Aliases string
 	// Mailboxes are extra virtual_mailbox_maps lines.
 	Mailboxes []string
+	// Submission adds TLS (a self-signed certificate for 127.0.0.1 and
+	// mx.postern.test), the auth daemon with a passwd-file (Users), and
+	// two submission services: STARTTLS+AUTH on SubmissionAddr and
+	// implicit TLS on SubmissionsAddr, with Postfix's usual -o options.
+	Submission bool
+	// Users are passwd-file users: address -> password. Default (with
+	// Submission): demo@example.test/demo-secret, other@example.test/other-secret.
+	Users map[string]string
+	// Services are extra services.conf lines.
+	Services []string
 }
 
 // Instance is one running Postern.
@@ -110,6 +120,10 @@ type Instance struct {
 	VMail    string
 	Port     int
 	Addr     string // 127.0.0.1:Port
+	// With Options.Submission:
+	SubmissionAddr  string // STARTTLS, AUTH required
+	SubmissionsAddr string // implicit TLS (RFC 8314)
+	CertFile        string
 	uid, gid int    // the owner of mailboxes (vmail, or the unprivileged user)
 	opts     Options
 
@@ -187,6 +201,12 @@ func Start(t testing.TB, o Options) *Instance {
 	if s == string(svc) {
 		t.Fatalf("services.conf has no smtp line:\n%s", svc)
 	}
+	if o.Submission {
+		s += in.setupSubmission()
+	}
+	for _, l := range o.Services {
+		s += l + "\n"
+	}
 	in.write("services.conf", s)
 	if isRoot() {
 		owner := in.uid
@@ -201,6 +221,43 @@ func Start(t testing.TB, o Options) *Instance {
 	in.start()
 	t.Cleanup(in.Stop)
 	return in
+}
+
+// setupSubmission makes the certificate and the passwd-file, sets the TLS
+// and auth settings, and returns the submission services' lines.
+func (in *Instance) setupSubmission() string {
+	in.t.Helper()
+	in.postern("tls", "new-server-cert", "-o", in.Etc, "mx.postern.test", "127.0.0.1")
+	in.CertFile = filepath.Join(in.Etc, "cert.pem")
+	users := in.opts.Users
+	if users == nil {
+		users = map[string]string{"demo@example.test": "demo-secret", "other@example.test": "other-secret"}
+	}
+	var pw strings.Builder
+	for u, p := range users {
+		cmd := exec.Command(filepath.Join(binDir, "postern"), "-c", in.Etc, "passwd", "-s", "SHA512-CRYPT", u)
+		cmd.Stdin = strings.NewReader(p + "\n")
+		out, err := cmd.Output()
+		if err != nil {
+			in.t.Fatalf("postern passwd: %v", err)
+		}
+		line := strings.TrimSpace(string(out))
+		// user:{SCHEME}hash -> add uid:gid::home
+		fmt.Fprintf(&pw, "%s:%d:%d::%s::\n", line, in.uid, in.gid, filepath.Join(in.VMail, "example.test", strings.SplitN(u, "@", 2)[0]))
+	}
+	in.write("passwd", pw.String())
+	os.Chmod(filepath.Join(in.Etc, "passwd"), 0o640)
+	in.postern("config", "-e",
+		"smtpd_tls_cert_file = "+in.CertFile,
+		"smtpd_tls_key_file = "+filepath.Join(in.Etc, "key.pem"),
+		"auth_passwd_file = "+filepath.Join(in.Etc, "passwd"),
+		"auth_failure_delay = 0s")
+	p1, p2 := FreePort(in.t), FreePort(in.t)
+	in.SubmissionAddr = fmt.Sprintf("127.0.0.1:%d", p1)
+	in.SubmissionsAddr = fmt.Sprintf("127.0.0.1:%d", p2)
+	opts := "  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n  -o smtpd_sender_restrictions=reject_sender_login_mismatch\n"
+	return in.SubmissionAddr + " inet n - y - - smtpd\n  -o smtpd_tls_security_level=encrypt\n" + opts +
+		in.SubmissionsAddr + " inet n - y - - smtpd\n  -o smtpd_tls_wrappermode=yes\n" + opts
 }
 
 func (in *Instance) write(name, content string) {
@@ -245,6 +302,15 @@ func (in *Instance) start() {
 	go func() { cmd.Wait(); close(in.done) }()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
+		// master logs "daemon started" once every daemon said it is ready.
+		if !strings.Contains(in.Log(), "daemon started") {
+			select {
+			case <-in.done:
+				in.t.Fatalf("master exited at start:\n%s", in.Log())
+			case <-time.After(20 * time.Millisecond):
+			}
+			continue
+		}
 		c, err := net.DialTimeout("tcp", in.Addr, time.Second)
 		if err == nil {
 			c.Close()

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"postern/internal/address"
+	"postern/internal/authclient"
 	"postern/internal/ipc"
 	"postern/internal/log"
 	"postern/internal/maildir"
@@ -66,6 +67,30 @@ func main() {
 		d.Fatalf("%v", err)
 	}
 	l := &local{route: rt, hostname: d.Config.Get("myhostname"), timeout: d.Config.Duration("ipc_timeout"), d: d}
+	if len(d.Config.List("auth_passwd_file")) > 0 {
+		// Users of the credential database are mailbox users too; only
+		// auth reads that file, so ask it. private/ belongs to mail_owner:
+		// connect with that account's filesystem ids, which is all local
+		// may borrow (it holds no capability that bypasses permissions).
+		uid, gid := os.Getuid(), os.Getgid()
+		if os.Geteuid() == 0 {
+			u, ok := users.User(d.Config.Get("mail_owner"))
+			if !ok {
+				d.Fatalf("mail_owner %s: no such user", d.Config.Get("mail_owner"))
+			}
+			uid, gid = u.UID, u.GID
+		}
+		sock := filepath.Join(d.Config.Get("queue_directory"), "private", "auth")
+		rt.SetUserDB(&authclient.Client{Timeout: 30 * time.Second, Dial: func() (*ipc.Conn, error) {
+			var c *ipc.Conn
+			err := privsep.AsUser(uid, gid, func() error {
+				var err error
+				c, err = ipc.Dial(sock, 10*time.Second)
+				return err
+			})
+			return c, err
+		}})
+	}
 	d.Drop(privsep.CapSetuid, privsep.CapSetgid)
 	d.Serve(d.Service.MaxProc, l.handle)
 }

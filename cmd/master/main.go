@@ -56,6 +56,7 @@ const (
 type master struct {
 	dir      string
 	cfg      *config.Config
+	snap     []byte // the configuration in force, handed to every daemon
 	sink     *plog.Sink
 	uid, gid int // mail_owner
 	dropGID  int // setgid_group
@@ -103,12 +104,12 @@ func main() {
 	detach := flag.Bool("d", false, "detached (started by 'postern start'): log to syslog or maillog_file, report readiness on stdout")
 	flag.Parse()
 
-	cfg, err := config.Load(*dir)
+	cfg, snap, err := config.LoadSnapshot(*dir)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "postern/master: fatal: configuration refused:\n%v\n", err)
 		os.Exit(1)
 	}
-	m := &master{dir: *dir, cfg: cfg, root: os.Geteuid() == 0, services: map[string]*svc{}, procs: map[*proc]bool{}, spawnCh: make(chan spawnReq)}
+	m := &master{dir: *dir, cfg: cfg, snap: snap, root: os.Geteuid() == 0, services: map[string]*svc{}, procs: map[*proc]bool{}, spawnCh: make(chan spawnReq)}
 	if err := m.openSink(*detach); err != nil {
 		fmt.Fprintf(os.Stderr, "postern/master: fatal: %v\n", err)
 		os.Exit(1)
@@ -171,7 +172,7 @@ func (m *master) run(detach bool) error {
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
 	signal.Ignore(syscall.SIGPIPE)
 
-	if err := m.apply(m.cfg); err != nil {
+	if err := m.apply(m.cfg, m.snap); err != nil {
 		m.stopAll()
 		return err
 	}
@@ -343,7 +344,7 @@ func (m *master) spawner() {
 // apply makes the running services match cfg: new listeners for new or
 // changed services, a new generation of daemons for every service, and a
 // graceful stop for the previous generation and for removed services.
-func (m *master) apply(cfg *config.Config) error {
+func (m *master) apply(cfg *config.Config, snap []byte) error {
 	next := map[string]*svc{}
 	var opened []*os.File
 	fail := func(err error) error {
@@ -377,6 +378,7 @@ func (m *master) apply(cfg *config.Config) error {
 	old := m.services
 	m.services = next
 	m.cfg = cfg
+	m.snap = snap
 	m.mu.Unlock()
 	for key, o := range old {
 		m.mu.Lock()
@@ -513,7 +515,7 @@ func (m *master) start(s *svc) {
 		m.mu.Unlock()
 		return
 	}
-	cfg := m.cfg
+	cfg, snap := m.cfg, m.snap
 	m.mu.Unlock()
 
 	path := filepath.Join(cfg.Get("daemon_directory"), s.conf.Command)
@@ -533,12 +535,24 @@ func (m *master) start(s *svc) {
 	}
 	args := append([]string{"-c", m.dir, "-n", s.conf.Name, "-t", s.conf.Type}, s.conf.Args...)
 	cmd := exec.Command(path, args...)
+	snapFile, err := memFile("config", snap)
+	if err != nil {
+		ctlMaster.Close()
+		ctlChild.Close()
+		pr.Close()
+		pw.Close()
+		m.logf("error: service %s: configuration snapshot: %v", s.conf.Name, err)
+		m.restartLater(s)
+		return
+	}
+	defer snapFile.Close()
 	cmd.Env = []string{
 		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
 		service.EnvListenFDs + "=" + strconv.Itoa(len(s.listeners)),
+		service.EnvConfigFD + "=" + strconv.Itoa(service.ConfigFD),
 	}
 	cmd.Stdout, cmd.Stderr = pw, pw
-	cmd.ExtraFiles = append([]*os.File{ctlChild}, s.listeners...)
+	cmd.ExtraFiles = append([]*os.File{ctlChild, snapFile}, s.listeners...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	done := make(chan error, 1)
 	m.spawnCh <- spawnReq{cmd, done}
@@ -706,7 +720,7 @@ func (m *master) askStop(p *proc, quit bool) {
 }
 
 func (m *master) reload() {
-	cfg, err := config.Load(m.dir)
+	cfg, snap, err := config.LoadSnapshot(m.dir)
 	if err != nil {
 		m.logf("error: reload refused, the running configuration stays: %v", strings.ReplaceAll(err.Error(), "\n", "; "))
 		return
@@ -715,7 +729,7 @@ func (m *master) reload() {
 		m.logf("error: reload refused: queue_directory changed from %s to %s; that needs a stop and a start", m.spool, cfg.Get("queue_directory"))
 		return
 	}
-	if err := m.apply(cfg); err != nil {
+	if err := m.apply(cfg, snap); err != nil {
 		m.logf("error: reload failed, the running configuration stays: %v", err)
 		return
 	}
@@ -752,6 +766,21 @@ func (m *master) stopAll() {
 		m.mu.Unlock()
 		<-done
 	}
+}
+
+// memFile is a sealed in-memory file holding data, for a child to read.
+func memFile(name string, data []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, err
+	}
+	unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL)
+	return f, nil
 }
 
 func socketpair() (master, child *os.File, err error) {

@@ -13,7 +13,11 @@
 //	       down now); end of file means master is gone and the daemon
 //	       exits at once. The daemon writes 'r' once it has dropped
 //	       privilege and is ready, so master knows a start worked.
-//	4...   the listening sockets of the service, POSTERN_LISTEN_FDS of them
+//	4      the configuration snapshot (config.LoadSnapshot): the text of
+//	       postern.conf and services.conf that master last loaded, so a
+//	       daemon restarted while a broken edit sits on disk runs the
+//	       configuration in force
+//	5...   the listening sockets of the service, POSTERN_LISTEN_FDS of them
 //
 // and the arguments `-c CONFIG_DIR -n SERVICE_NAME -t TYPE`. The daemon
 // loads the configuration itself, applies the service's -o overrides, opens
@@ -49,8 +53,10 @@ import (
 // Environment and descriptor layout shared with master.
 const (
 	EnvListenFDs       = "POSTERN_LISTEN_FDS"
+	EnvConfigFD        = "POSTERN_CONFIG_FD"
 	ControlFD          = 3
-	FirstListenFD      = 4
+	ConfigFD           = 4
+	FirstListenFD      = 5
 	DrainByte     byte = 's'
 	QuitByte      byte = 'q'
 	ReadyByte     byte = 'r'
@@ -83,7 +89,7 @@ func Init(program string) *Daemon {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		log.Fatalf("%s: bad arguments: %v", program, err)
 	}
-	cfg, err := config.Load(*dir)
+	cfg, err := loadConfig(*dir)
 	if err != nil {
 		log.Fatalf("%s: configuration: %v", program, err)
 	}
@@ -126,6 +132,21 @@ func Init(program string) *Daemon {
 	go func() { <-term; d.Quit() }()
 	go d.watchControl()
 	return d
+}
+
+// loadConfig reads the snapshot master handed over, or the files when the
+// daemon was started by hand.
+func loadConfig(dir string) (*config.Config, error) {
+	if os.Getenv(EnvConfigFD) == "" {
+		return config.Load(dir)
+	}
+	f := os.NewFile(ConfigFD, "config")
+	defer f.Close()
+	snap, err := io.ReadAll(io.LimitReader(io.NewSectionReader(f, 0, 64<<20), 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return config.FromSnapshot(dir, snap)
 }
 
 func (d *Daemon) watchControl() {
