@@ -113,19 +113,19 @@ type Options struct {
 
 // Instance is one running Postern.
 type Instance struct {
-	t        testing.TB
-	Dir      string // everything lives below it
-	Etc      string
-	Spool    string
-	VMail    string
-	Port     int
-	Addr     string // 127.0.0.1:Port
+	t     testing.TB
+	Dir   string // everything lives below it
+	Etc   string
+	Spool string
+	VMail string
+	Port  int
+	Addr  string // 127.0.0.1:Port
 	// With Options.Submission:
 	SubmissionAddr  string // STARTTLS, AUTH required
 	SubmissionsAddr string // implicit TLS (RFC 8314)
 	CertFile        string
-	uid, gid int    // the owner of mailboxes (vmail, or the unprivileged user)
-	opts     Options
+	uid, gid        int // the owner of mailboxes (vmail, or the unprivileged user)
+	opts            Options
 
 	mu   sync.Mutex
 	logs bytes.Buffer
