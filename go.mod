@@ -3,3 +3,5 @@ module postern
 go 1.26.0
 
 require golang.org/x/sys v0.49.0
+
+require golang.org/x/crypto v0.58.0

@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Chmod(dir, 0o755)
-	cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "../cmd/master", "../cmd/smtpd", "../cmd/cleanup", "../cmd/qmgr", "../cmd/local", "../cmd/postern")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "../cmd/master", "../cmd/smtpd", "../cmd/cleanup", "../cmd/qmgr", "../cmd/local", "../cmd/auth", "../cmd/postern")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {

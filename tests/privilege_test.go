@@ -328,7 +328,7 @@ func TestPrivilege(t *testing.T) {
 	vUID, vGID := lookupIDs(t, "vmail")
 
 	file := opsDeliver(t, in, "demo", "privilege-1")
-	pids := opsDaemonPids(t, in, "smtpd", "cleanup", "qmgr", "local")
+	pids := opsDaemonPids(t, in, "smtpd", "cleanup", "qmgr", "local", "auth")
 	// Settle: local's delivery thread switches its filesystem ids only
 	// for the write and back; give any such thread time to be done.
 	time.Sleep(300 * time.Millisecond)
@@ -346,6 +346,14 @@ func TestPrivilege(t *testing.T) {
 			}
 			opsFDsConfined(t, prog, pids[prog], spool)
 		}
+		// auth: mail_owner, no capabilities, not chrooted (DESIGN.md §2:
+		// it reads credential files; it holds them in memory).
+		opsCheckProc(t, "auth", pids["auth"], opsPrivWant{
+			uid: pUID, gid: pGID, groups: []int{pGID},
+			capEff: 0, capPrm: 0, capBnd: opsU64(0), nnp: 1,
+			root: "/",
+		})
+		opsFDsConfined(t, "auth", pids["auth"], spool)
 		opsFDsConfined(t, "local", pids["local"], spool)
 		opsCheckProc(t, "local", pids["local"], opsPrivWant{
 			uid: 0, gid: 0, groups: nil,
@@ -433,7 +441,7 @@ func TestPrivilege(t *testing.T) {
 	// Mail still flows after the inspection, and the daemons are the same
 	// processes (the checks above did not look at a restarted one).
 	opsDeliver(t, in, "other", "privilege-2")
-	after := opsDaemonPids(t, in, "smtpd", "cleanup", "qmgr", "local")
+	after := opsDaemonPids(t, in, "smtpd", "cleanup", "qmgr", "local", "auth")
 	for p, pid := range pids {
 		if after[p] != pid {
 			t.Errorf("%s restarted during the test: pid %d, then %d", p, pid, after[p])

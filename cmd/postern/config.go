@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"postern/internal/auth"
 	"postern/internal/config"
 	"postern/internal/passwd"
 	"postern/internal/queue"
@@ -95,6 +96,11 @@ func cmdCheck(dir string, args []string) error {
 		add("%v", err)
 	} else if _, err := route.New(cfg, users); err != nil {
 		add("%v", err)
+	}
+	if files := cfg.List("auth_passwd_file"); len(files) > 0 {
+		if _, err := auth.Load(files...); err != nil {
+			add("auth_passwd_file: %v", err)
+		}
 	}
 	if b := cfg.Get("virtual_mailbox_base"); b != "" {
 		if fi, err := os.Stat(b); err != nil || !fi.IsDir() {

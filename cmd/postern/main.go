@@ -5,6 +5,7 @@
 //	postern [-c DIR] init | config [-n] [-e name=value...] [name...] | check
 //	postern [-c DIR] start | start-fg | stop | reload | status
 //	postern [-c DIR] queue list [-j] | cat ID... | flush
+//	postern [-c DIR] passwd [-s SCHEME] [user]
 //	postern [-c DIR] tls new-server-cert [-o DIR] [-days N] [name...]
 //
 // Exit status: 0 success, 1 the operation failed (the message says why),
@@ -35,6 +36,8 @@ commands:
   queue list [-j]            list the queue (-j: one JSON object per message)
   queue cat ID...            show queue files: envelope and message
   queue flush                retry every deferred message now
+  passwd [-s SCHEME] [user]  hash a password (read from the terminal or stdin)
+                             for auth_passwd_file
   tls new-server-cert [-o DIR] [-days N] [name...]
                              make a self-signed certificate and key for smtpd
 `
@@ -74,6 +77,8 @@ func main() {
 		err = cmdQueue(*dir, rest)
 	case "tls":
 		err = cmdTLS(*dir, rest)
+	case "passwd":
+		err = cmdPasswd(*dir, rest)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return

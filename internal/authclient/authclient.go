@@ -22,7 +22,7 @@ import (
 // User is what auth knows about a mailbox user.
 type User struct {
 	Name     string // canonical login name
-	UID, GID int
+	UID, GID int    // -1 when the credential database does not say
 	Home     string
 	Mail     string // mailbox location (a Maildir path ending in /)
 }
@@ -110,11 +110,18 @@ func (c *Client) Lookup(user string) (User, bool, error) {
 func parseUser(m *ipc.Msg) (User, error) {
 	u := User{Name: m.Get("user"), Home: m.Get("home"), Mail: m.Get("mail")}
 	var err error
-	if u.UID, err = strconv.Atoi(m.Get("uid")); err != nil || u.UID < 0 {
-		return User{}, fmt.Errorf("auth: bad uid %q for %s", m.Get("uid"), u.Name)
+	// An empty id means the passwd-file left it out: -1, and the caller
+	// falls back to virtual_uid_maps / virtual_gid_maps.
+	u.UID, u.GID = -1, -1
+	if s := m.Get("uid"); s != "" {
+		if u.UID, err = strconv.Atoi(s); err != nil || u.UID < 0 {
+			return User{}, fmt.Errorf("auth: bad uid %q for %s", s, u.Name)
+		}
 	}
-	if u.GID, err = strconv.Atoi(m.Get("gid")); err != nil || u.GID < 0 {
-		return User{}, fmt.Errorf("auth: bad gid %q for %s", m.Get("gid"), u.Name)
+	if s := m.Get("gid"); s != "" {
+		if u.GID, err = strconv.Atoi(s); err != nil || u.GID < 0 {
+			return User{}, fmt.Errorf("auth: bad gid %q for %s", s, u.Name)
+		}
 	}
 	for _, p := range []string{u.Home, u.Mail} {
 		if p != "" && (!filepath.IsAbs(p) || slices.Contains(strings.Split(p, "/"), "..")) {

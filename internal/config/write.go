@@ -36,11 +36,22 @@ const DefaultServices = `# services.conf: the daemons that master runs. See serv
 #
 # service   type  private unpriv  chroot  wakeup  maxproc command + args
 smtp        inet  n       -       y       -       -       smtpd
+# Mail submission by users' mail clients (RFC 6409 and RFC 8314): needs
+# smtpd_tls_cert_file and auth_passwd_file in postern.conf.
 #submission inet  n       -       y       -       -       smtpd
-#  -o smtpd_client_connection_count_limit=20
+#  -o smtpd_tls_security_level=encrypt
+#  -o smtpd_sasl_auth_enable=yes
+#  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+#  -o smtpd_sender_restrictions=reject_sender_login_mismatch
+#submissions inet n       -       y       -       -       smtpd
+#  -o smtpd_tls_wrappermode=yes
+#  -o smtpd_sasl_auth_enable=yes
+#  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+#  -o smtpd_sender_restrictions=reject_sender_login_mismatch
 cleanup     unix  y       -       y       -       0       cleanup
 qmgr        unix  n       -       y       300     1       qmgr
 local       unix  y       n       n       -       -       local
+auth        unix  y       -       n       -       -       auth
 `
 
 // defaultMain renders the default postern.conf: every setting commented out

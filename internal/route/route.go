@@ -275,13 +275,27 @@ func (r *Resolver) VirtualMailbox(a address.Address) (Mailbox, error) {
 			return Mailbox{}, fmt.Errorf("%s: not in virtual_mailbox_maps", a)
 		}
 		p := du.Mail
-		if p == "" {
+		if p == "" && du.Home != "" {
 			p = filepath.Join(du.Home, "Maildir") + "/"
 		}
-		if du.UID == 0 {
+		if p == "" {
+			return Mailbox{}, fmt.Errorf("%s: the user database gives neither a home nor a mail location", a)
+		}
+		uid, gid := du.UID, du.GID
+		if uid < 0 {
+			if uid, err = r.id(r.uidMaps, "virtual_uid_maps", a); err != nil {
+				return Mailbox{}, err
+			}
+		}
+		if gid < 0 {
+			if gid, err = r.id(r.gidMaps, "virtual_gid_maps", a); err != nil {
+				return Mailbox{}, err
+			}
+		}
+		if uid == 0 {
 			return Mailbox{}, fmt.Errorf("%s: the user database gives uid 0; virtual mail is never written as root", a)
 		}
-		return Mailbox{Path: p, Maildir: strings.HasSuffix(p, "/"), UID: du.UID, GID: du.GID, User: du.Name}, nil
+		return Mailbox{Path: p, Maildir: strings.HasSuffix(p, "/"), UID: uid, GID: gid, User: du.Name}, nil
 	}
 	if strings.Contains(v, "..") || filepath.IsAbs(v) {
 		return Mailbox{}, fmt.Errorf("%s: virtual_mailbox_maps value %q must be a path below virtual_mailbox_base", a, v)
