@@ -11,6 +11,8 @@ var=$top/var
 etc=$var/etc
 bin=$top/bin
 port=${POSTERN_DEMO_PORT:-2525}
+subport=${POSTERN_DEMO_SUBMISSION_PORT:-2587}
+tlsport=${POSTERN_DEMO_SUBMISSIONS_PORT:-2465}
 
 if [ "$(id -u)" = 0 ]; then
 	getent group postdrop >/dev/null || groupadd --system postdrop
@@ -39,6 +41,30 @@ if [ ! -e "$etc/postern.conf" ]; then
 		"virtual_gid_maps = static:$vgid" \
 		"queue_run_delay = 60s" "minimal_backoff_time = 60s"
 	sed -i "s/^smtp\([[:space:]]\+inet\)/127.0.0.1:$port\1/" "$etc/services.conf"
+	# TLS with a self-signed certificate, and the demo user's password
+	# ("demo") for submission from a mail client.
+	"$bin/postern" -c "$etc" tls new-server-cert -o "$etc" localhost 127.0.0.1 >/dev/null
+	printf 'demo\n' | "$bin/postern" -c "$etc" passwd demo@example.test >"$etc/passwd.tmp"
+	sed "s|\$|:$vuid:$vgid::$var/vmail/example.test/demo::|" "$etc/passwd.tmp" >"$etc/passwd"
+	rm -f "$etc/passwd.tmp"
+	chmod 0640 "$etc/passwd"
+	"$bin/postern" -c "$etc" config -e \
+		"smtpd_tls_cert_file = $etc/cert.pem" \
+		"smtpd_tls_key_file = $etc/key.pem" \
+		"auth_passwd_file = $etc/passwd"
+	cat >>"$etc/services.conf" <<SVC
+# Submission from mail clients (demo ports): STARTTLS on $subport, implicit TLS on $tlsport.
+127.0.0.1:$subport inet n - y - - smtpd
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_sender_restrictions=reject_sender_login_mismatch
+127.0.0.1:$tlsport inet n - y - - smtpd
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_sender_restrictions=reject_sender_login_mismatch
+SVC
 fi
 chmod 0755 "$var"
 [ "$(id -u)" = 0 ] && chown "$vuid:$vgid" "$var/vmail"
@@ -50,6 +76,11 @@ Send a test message, for example:
     swaks --server 127.0.0.1:$port --to demo@example.test
     python3 -c 'import smtplib; smtplib.SMTP("127.0.0.1", $port).sendmail("me@localhost", ["demo@example.test"], "Subject: hello\r\n\r\nhi\r\n")'
 It lands in the Maildir $var/vmail/example.test/demo/new/
+
+From a mail client: user demo@example.test, password demo, with STARTTLS on
+127.0.0.1:$subport or implicit TLS on 127.0.0.1:$tlsport (self-signed: $etc/cert.pem):
+    swaks --server 127.0.0.1:$subport --tls --auth-user demo@example.test --auth-password demo \\
+          --from demo@example.test --to demo@example.test
 Queue: $bin/postern -c $etc queue list      Stop: Ctrl-C
 
 TXT
