@@ -712,7 +712,8 @@ func TestSuggest(t *testing.T) {
 		"mydestinations":           "mydestination",
 		"message_size":             "message_size_limit",
 		"maximal_queue_life_time":  "maximal_queue_lifetime",
-		"relayhost":                "",
+		"relayhosts":               "relayhost",
+		"fallback_relay":           "",
 		"x":                        "",
 		strings.Repeat("a", 10000): "",
 	} {
