@@ -33,6 +33,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -65,6 +66,17 @@ type qmgr struct {
 
 	d        *service.Daemon
 	inflight sync.WaitGroup // process() calls under way
+
+	destMu         sync.Mutex
+	dests          map[destKey]*destination
+	initConc       int
+	maxConc        int
+	rcptLimit      int
+	maxLifetime    time.Duration
+	bounceLifetime time.Duration
+	delayWarning   time.Duration
+	hostname       string
+	maxSize        int64
 }
 
 // transport is a delivery service and its concurrency window.
@@ -97,6 +109,16 @@ func main() {
 		active:     make(chan struct{}, qmgrActiveLimit),
 		busy:       map[queue.ID]bool{},
 		d:          d,
+
+		dests:          map[destKey]*destination{},
+		initConc:       int(cfg.Int("initial_destination_concurrency")),
+		maxConc:        int(cfg.Int("default_destination_concurrency_limit")),
+		rcptLimit:      int(cfg.Int("smtp_destination_recipient_limit")),
+		maxLifetime:    cfg.Duration("maximal_queue_lifetime"),
+		bounceLifetime: cfg.Duration("bounce_queue_lifetime"),
+		delayWarning:   cfg.Duration("delay_warning_time"),
+		hostname:       cfg.Get("myhostname"),
+		maxSize:        cfg.Int("message_size_limit"),
 	}
 	conc := int(cfg.Int("local_destination_concurrency_limit"))
 	if conc <= 0 {
@@ -300,49 +322,36 @@ func (q *qmgr) process(id queue.ID) {
 	}
 	log.Infof("%s: from=<%s>, size=%d, nrcpt=%d (queue active)", id, env.Sender, env.Size, pending)
 
-	// Group the pending recipients by transport.
-	groups := map[string][]int{}
-	var order []string
+	// Group the pending recipients by destination: transport and next hop.
+	groups := map[destKey][]int{}
+	var order []destKey
 	for i, r := range env.Recipients {
 		if r.Status != '-' && r.Status != 'W' {
 			continue
 		}
-		tr := "smtp"
+		k := destKey{"smtp", ""}
 		if a, err := address.Parse(r.Addr, true); err == nil {
-			tr = q.route.Transport(a)
+			k.transport, k.nexthop = q.route.Route(a)
 		}
-		if _, ok := groups[tr]; !ok {
-			order = append(order, tr)
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
 		}
-		groups[tr] = append(groups[tr], i)
+		groups[k] = append(groups[k], i)
 	}
 	results := make([]result, len(env.Recipients))
 	var wg sync.WaitGroup
-	for _, tr := range order {
-		idx := groups[tr]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			q.deliver(id, qf, f, tr, idx, results)
-		}()
+	for _, k := range order {
+		for _, chunk := range q.chunks(k, groups[k]) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				q.deliver(id, qf, f, k, chunk, results)
+			}()
+		}
 	}
 	wg.Wait()
 
-	left := 0
-	reason := ""
-	for _, i := range pendingIndexes(groups) {
-		switch results[i].status {
-		case "sent":
-			qf.SetStatus(i, 'D')
-		case "bounce":
-			qf.SetStatus(i, 'F')
-		default:
-			left++
-			if reason == "" {
-				reason = results[i].reason
-			}
-		}
-	}
+	left := q.settle(id, qf, groups, results)
 	if left == 0 {
 		// Everything is done: removing the file is the durable mark.
 		if err := os.Remove(path); err != nil {
@@ -369,11 +378,12 @@ func (q *qmgr) process(id queue.ID) {
 	}
 }
 
-func pendingIndexes(groups map[string][]int) []int {
+func pendingIndexes(groups map[destKey][]int) []int {
 	var out []int
 	for _, l := range groups {
 		out = append(out, l...)
 	}
+	sort.Ints(out)
 	return out
 }
 
@@ -396,25 +406,51 @@ type result struct {
 
 // deliver hands the recipients idx of one message to transport tr and
 // records the answers in results.
-func (q *qmgr) deliver(id queue.ID, qf *queue.File, f *os.File, tr string, idx []int, results []result) {
+func (q *qmgr) deliver(id queue.ID, qf *queue.File, f *os.File, k destKey, idx []int, results []result) {
 	env := qf.Envelope()
-	t := q.transports[tr]
-	deferAll := func(reason string) {
+	tr := k.transport
+	finish := func(status, dsn, reason string) {
+		word := map[string]string{"sent": "sent", "bounce": "bounced", "defer": "deferred"}[status]
 		for _, i := range idx {
-			results[i] = result{"defer", "4.3.0", reason}
-			log.Infof("%s: to=<%s>, relay=none, delay=%.2f, dsn=4.3.0, status=deferred (%s)",
-				id, env.Recipients[i].Addr, time.Since(env.Arrival).Seconds(), reason)
+			results[i] = result{status, dsn, reason}
+			log.Infof("%s: to=<%s>, relay=none, delay=%.2f, dsn=%s, status=%s (%s)",
+				id, env.Recipients[i].Addr, time.Since(env.Arrival).Seconds(), dsn, word, reason)
 		}
 	}
-	if t == nil {
-		deferAll("mail transport unavailable")
+	switch tr {
+	case "error":
+		// transport_maps said so: a permanent failure with its text.
+		finish("bounce", "5.0.0", orText(k.nexthop, "mail for this destination is refused"))
+		return
+	case "discard":
+		finish("sent", "2.0.0", "discarded")
 		return
 	}
+	t := q.transports[tr]
+	if t == nil {
+		finish("defer", "4.3.0", "mail transport unavailable")
+		return
+	}
+	d := q.destination(k)
+	if why, suspended := d.suspended(); suspended {
+		finish("defer", "4.4.1", "delivery temporarily suspended: "+why)
+		return
+	}
+	d.acquire()
+	ok := false
+	lastReason := ""
+	defer func() { d.release(ok, lastReason) }()
 	t.sem <- struct{}{}
 	defer func() { <-t.sem }()
 
-	req := ipc.NewMsg("op", "deliver", "queue_id", string(id), "sender", env.Sender)
+	req := ipc.NewMsg("op", "deliver", "queue_id", string(id), "sender", env.Sender, "nexthop", k.nexthop)
 	req.AddInt("arrival", env.Arrival.UnixNano())
+	req.Add("ret", env.Ret)
+	req.Add("envid", env.EnvID)
+	if env.SMTPUTF8 {
+		req.Add("smtputf8", "yes")
+	}
+	req.Add("body", env.Body)
 	for _, i := range idx {
 		r := env.Recipients[i]
 		req.AddInt("rcpt_index", int64(i))
@@ -438,7 +474,7 @@ func (q *qmgr) deliver(id queue.ID, qf *queue.File, f *os.File, tr string, idx [
 			c.Close()
 		}
 		log.Warnf("%s: connect to %s: %v", id, tr, err)
-		deferAll("mail transport unavailable")
+		finish("defer", "4.3.0", "mail transport unavailable")
 		return
 	}
 	resp, files, err := c.Recv(q.timeout)
@@ -448,7 +484,7 @@ func (q *qmgr) deliver(id queue.ID, qf *queue.File, f *os.File, tr string, idx [
 	if err != nil {
 		c.Close()
 		log.Warnf("%s: no answer from %s: %v", id, tr, err)
-		deferAll("delivery agent " + tr + " did not answer")
+		finish("defer", "4.3.0", "delivery agent "+tr+" did not answer")
 		return
 	}
 	t.put(c)
@@ -484,6 +520,22 @@ func (q *qmgr) deliver(id queue.ID, qf *queue.File, f *os.File, tr string, idx [
 			results[i] = result{"defer", "4.3.0", "delivery status unknown"}
 		}
 	}
+	// The destination works if anything got through or was refused for
+	// good; only a round of nothing but deferrals counts against it.
+	for _, i := range idx {
+		if results[i].status != "defer" {
+			ok = true
+		} else if lastReason == "" {
+			lastReason = results[i].reason
+		}
+	}
+}
+
+func orText(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
 }
 
 func contains(l []int, x int) bool {

@@ -57,7 +57,7 @@ func (p *policy) evalList(list []string, f facts) (verdict, *smtp.Reply) {
 				return permit, nil
 			}
 		case "reject_unauth_destination":
-			if f.rcpt != nil && p.route.Classify(*f.rcpt) == route.Remote {
+			if f.rcpt != nil && p.route.Classify(*f.rcpt) == route.Remote && !p.route.RelayDomain(f.rcpt.Domain) {
 				return reject, &smtp.Reply{Code: 554, Enhanced: "5.7.1", Text: fmt.Sprintf("<%s>: Relay access denied", f.rcpt)}
 			}
 		case "reject_sender_login_mismatch":

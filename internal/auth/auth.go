@@ -65,6 +65,7 @@ import (
 	"context"
 	"net/netip"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 )
@@ -136,6 +137,9 @@ func NewAuthenticator(db *DB, cfg Config) (*Authenticator, error) {
 	if err != nil {
 		return nil, err
 	}
+	// An Argon2 hash takes tens of MiB for a moment; give them back now
+	// rather than carry them for the daemon's life.
+	debug.FreeOSMemory()
 	return &Authenticator{
 		db:    db,
 		cfg:   cfg,

@@ -155,7 +155,7 @@ type DomainList struct {
 }
 
 func isDomainList(p *param) bool {
-	return p.Name == "mydestination" || p.Name == "virtual_mailbox_domains"
+	return p.Name == "mydestination" || p.Name == "virtual_mailbox_domains" || p.Name == "relay_domains"
 }
 
 // Domains parses a domain list setting: domain names, type:name tables

@@ -61,6 +61,10 @@ type Resolver struct {
 	users    *passwd.DB
 	myHost   string
 	userdb   UserDB
+
+	transports config.Maps
+	relayhost  string
+	relayDoms  *config.DomainList
 }
 
 // UserDB is the credential database's view of mailbox users (the auth
@@ -108,6 +112,13 @@ func New(cfg *config.Config, users *passwd.DB) (*Resolver, error) {
 	r.uidMaps = load("virtual_uid_maps")
 	r.gidMaps = load("virtual_gid_maps")
 	r.aliases = load("alias_maps")
+	r.transports = load("transport_maps")
+	r.relayhost = strings.TrimSpace(cfg.Get("relayhost"))
+	if err == nil {
+		if r.relayDoms, err = cfg.Domains("relay_domains"); err != nil {
+			err = fmt.Errorf("relay_domains: %w", err)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -137,10 +148,54 @@ func (r *Resolver) Classify(a address.Address) Class {
 // Transport is the delivery service for an address: "local" for local and
 // virtual mailboxes (one daemon delivers both), "smtp" otherwise.
 func (r *Resolver) Transport(a address.Address) string {
-	if r.Classify(a) == Remote {
-		return "smtp"
+	t, _ := r.Route(a)
+	return t
+}
+
+// RelayDomain reports whether the domain is one this host relays for
+// from anywhere (relay_domains).
+func (r *Resolver) RelayDomain(domain string) bool {
+	return r.relayDoms.Match(normDomain(domain))
+}
+
+// Route picks the transport and next hop of an address, as Postfix's
+// trivial-rewrite does: transport_maps (the full address, then the
+// domain, then each parent as ".parent"), then local and virtual domains
+// to "local", then relayhost, then the recipient's domain by MX. The
+// transports are "local", "smtp", "lmtp", "error" (nexthop is the text)
+// and "discard".
+func (r *Resolver) Route(a address.Address) (transport, nexthop string) {
+	d := normDomain(a.Domain)
+	if len(r.transports) > 0 {
+		keys := []string{strings.ToLower(a.Local) + "@" + d, d}
+		for p := d; ; {
+			i := strings.IndexByte(p, '.')
+			if i < 0 {
+				break
+			}
+			p = p[i+1:]
+			keys = append(keys, "."+p)
+		}
+		for _, k := range keys {
+			if v, ok := r.transports.Lookup(k); ok {
+				t, nh, _ := strings.Cut(strings.TrimSpace(v), ":")
+				if t == "" {
+					t = "smtp"
+				}
+				if nh == "" && t == "smtp" {
+					nh = d
+				}
+				return t, nh
+			}
+		}
 	}
-	return "local"
+	if r.Classify(a) != Remote {
+		return "local", ""
+	}
+	if r.relayhost != "" {
+		return "smtp", r.relayhost
+	}
+	return "smtp", d
 }
 
 // Known reports whether a local or virtual recipient exists; for a remote
