@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -244,4 +245,23 @@ func (d *DomainList) Match(domain string) bool {
 // Empty reports whether the list names no domain and no table.
 func (d *DomainList) Empty() bool {
 	return d == nil || len(d.names) == 0 && len(d.maps) == 0
+}
+
+// Names lists every domain the list names: literal names, the domains of
+// /path files, and the keys of its tables.
+func (d *DomainList) Names() []string {
+	if d == nil {
+		return nil
+	}
+	var out []string
+	for n := range d.names {
+		out = append(out, n)
+	}
+	for _, m := range d.maps {
+		if t := m.Table(); t != nil {
+			out = append(out, t.Keys()...)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

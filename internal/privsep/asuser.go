@@ -27,10 +27,16 @@ func AsUser(uid, gid int, fn func() error) error {
 		}
 		return fn()
 	}
+	if uid < 0 || gid < 0 {
+		return fmt.Errorf("privsep: bad ids %d:%d", uid, gid)
+	}
 	runtime.LockOSThread()
 	if err := switchFS(uid, gid); err != nil {
-		// Whatever state the thread is in, it dies with this goroutine
-		// because it stays locked.
+		// Put the thread back; if even that fails, it stays locked to
+		// this goroutine and dies with it, never serving anything else.
+		if switchFS(0, 0) == nil {
+			runtime.UnlockOSThread()
+		}
 		return err
 	}
 	ferr := fn()

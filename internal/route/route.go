@@ -92,7 +92,7 @@ func New(cfg *config.Config, users *passwd.DB) (*Resolver, error) {
 	if r.virtDom, err = cfg.Domains("virtual_mailbox_domains"); err != nil {
 		return nil, fmt.Errorf("virtual_mailbox_domains: %w", err)
 	}
-	for _, d := range cfg.List("virtual_mailbox_domains") {
+	for _, d := range r.virtDom.Names() {
 		if r.myDest.Match(normDomain(d)) {
 			return nil, fmt.Errorf("domain %s is in both mydestination and virtual_mailbox_domains; a domain is one or the other", d)
 		}
@@ -250,7 +250,8 @@ func (r *Resolver) dbUser(a address.Address) (authclient.User, bool, error) {
 func (r *Resolver) candidates(local string) []string {
 	out := []string{local}
 	if r.delim != "" {
-		if u, ext := address.SplitExtension(local, r.delim); ext != "" && u != "" {
+		// "user+" has an empty extension and still means user.
+		if u, _ := address.SplitExtension(local, r.delim); u != "" && u != local {
 			out = append(out, u)
 		}
 	}
@@ -273,14 +274,10 @@ func (r *Resolver) virtualEntry(a address.Address) (string, bool) {
 // Alias returns the expansion of a local user in alias_maps, if any.
 func (r *Resolver) Alias(local string) ([]string, bool) {
 	for _, u := range r.candidates(strings.ToLower(local)) {
-		if v, ok := r.aliases.Lookup(u); ok {
-			var out []string
-			for _, f := range strings.Split(v, ",") {
-				if f = strings.TrimSpace(f); f != "" {
-					out = append(out, f)
-				}
-			}
-			return out, true
+		// The aliases(5) parser already split the value (commas, white
+		// space, quoted targets such as "|cmd with, commas").
+		if l, ok := r.aliases.LookupList(u); ok {
+			return l, true
 		}
 	}
 	return nil, false
