@@ -240,6 +240,12 @@ func (c *cleanup) envelope(req *ipc.Msg) (*queue.Envelope, error) {
 // received builds the Received header (RFC 5321 4.4) from smtpd's facts.
 func (c *cleanup) received(env *queue.Envelope, id queue.ID, tlsInfo string, withAuth bool) string {
 	var b strings.Builder
+	if env.ClientAddr == "" {
+		// Made here (a bounce) or submitted locally: no client to name.
+		fmt.Fprintf(&b, "Received: by %s (%s) id %s; %s\r\n", c.hostname, c.cfg.Get("mail_name"), id,
+			env.Arrival.Format("Mon, 2 Jan 2006 15:04:05 -0700 (MST)"))
+		return b.String()
+	}
 	helo := log.Clean(env.Helo)
 	if helo == "" {
 		helo = "unknown"

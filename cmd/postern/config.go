@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -100,6 +101,37 @@ func cmdCheck(dir string, args []string) error {
 	if files := cfg.List("auth_passwd_file"); len(files) > 0 {
 		if _, err := auth.Load(files...); err != nil {
 			add("auth_passwd_file: %v", err)
+		}
+		if _, ok := cfg.Service("auth", "unix"); !ok {
+			add("auth_passwd_file is set but services.conf has no 'auth unix y - n - - auth' line: logins and virtual user lookups would fail")
+		}
+	}
+	// Every smtpd service, with its -o overrides: TLS keys that load, and
+	// AUTH only with a credential database.
+	for _, s := range cfg.Services() {
+		if s.Command != "smtpd" {
+			continue
+		}
+		sc, err := cfg.ForService(s)
+		if err != nil {
+			add("%v", err)
+			continue
+		}
+		certs, keys := sc.List("smtpd_tls_cert_file"), sc.List("smtpd_tls_key_file")
+		if len(certs) != len(keys) {
+			add("%s:%d: service %s: smtpd_tls_cert_file and smtpd_tls_key_file name %d and %d files", s.File, s.Line, s.Name, len(certs), len(keys))
+		} else {
+			for i := range certs {
+				if _, err := tls.LoadX509KeyPair(certs[i], keys[i]); err != nil {
+					add("%s:%d: service %s: smtpd_tls_cert_file %s / smtpd_tls_key_file %s: %v", s.File, s.Line, s.Name, certs[i], keys[i], err)
+				}
+			}
+		}
+		if len(certs) == 0 && (sc.Get("smtpd_tls_security_level") == "encrypt" || sc.Bool("smtpd_tls_wrappermode")) {
+			add("%s:%d: service %s: TLS is required (encrypt or wrapper mode) but smtpd_tls_cert_file is empty", s.File, s.Line, s.Name)
+		}
+		if sc.Bool("smtpd_sasl_auth_enable") && len(sc.List("auth_passwd_file")) == 0 {
+			add("%s:%d: service %s: smtpd_sasl_auth_enable = yes needs auth_passwd_file", s.File, s.Line, s.Name)
 		}
 	}
 	if b := cfg.Get("virtual_mailbox_base"); b != "" {

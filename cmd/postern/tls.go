@@ -31,6 +31,9 @@ func cmdTLS(dir string, args []string) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return usageError("tls new-server-cert [-o DIR] [-days N] [hostname...]")
 	}
+	if *days < 1 || *days > 3650 {
+		return usageError("-days must be between 1 and 3650")
+	}
 	if *out == "" {
 		*out = dir
 	}

@@ -3,16 +3,19 @@
 // accepted message to cleanup, which writes the queue file.
 //
 // Privilege: runs as mail_owner, chrooted into the queue directory, with
-// no capabilities; it reads the user database and lookup tables at start,
-// before the drop, and nothing on disk afterwards. Its only way out is
-// private/cleanup.
+// no capabilities; it reads the user database, lookup tables and TLS
+// keys at start, before the drop, and nothing on disk afterwards. It talks
+// to private/cleanup (messages) and private/auth (logins, virtual users).
 //
 // Limits and failure modes:
 //   - the protocol engine (internal/smtp) enforces line, command, size and
 //     recipient limits, the per-read deadline (smtpd_timeout) and rejects
 //     bare CR or LF in DATA;
 //   - unknown recipients of local and virtual domains get 550 5.1.1 at RCPT
-//     time; remote recipients are accepted only from mynetworks (554 5.7.1);
+//     time; remote recipients are accepted as smtpd_relay_restrictions and
+//     smtpd_recipient_restrictions say (Postfix's words: mynetworks, SASL
+//     login, relay_domains), otherwise 554 5.7.1; a configuration whose
+//     lists could never refuse a relay is refused at start;
 //   - more than smtpd_client_connection_count_limit sessions from one
 //     address get 421 4.7.0 at connect;
 //   - the message goes to cleanup as it arrives; if cleanup is not there or
@@ -66,10 +69,11 @@ func (s *server) login(ctx context.Context, identity, user, password string) *sm
 		return &smtp.Reply{Code: 454, Enhanced: "4.7.0", Text: "Temporary authentication failure"}
 	}
 	if !ok {
-		if why == "" {
-			why = "authentication failure"
+		text := "Error: authentication failed"
+		if why != "" && !strings.Contains(text, why) {
+			text += ": " + why
 		}
-		return &smtp.Reply{Code: 535, Enhanced: "5.7.8", Text: "Error: authentication failed: " + why}
+		return &smtp.Reply{Code: 535, Enhanced: "5.7.8", Text: text}
 	}
 	return nil
 }
@@ -132,6 +136,9 @@ func main() {
 		sender:    cfg.List("smtpd_sender_restrictions"),
 		loginMaps: loginMaps,
 		route:     rt,
+	}
+	if !refusesRelay(s.policy.relay) && !refusesRelay(s.policy.recipient) {
+		d.Fatalf("smtpd_relay_restrictions and smtpd_recipient_restrictions would let anyone relay: one of them must contain reject_unauth_destination or end in reject")
 	}
 	s.wrapTLS = cfg.Bool("smtpd_tls_wrappermode")
 	s.authHeader = cfg.Bool("smtpd_sasl_authenticated_header")

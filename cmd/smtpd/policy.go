@@ -119,3 +119,14 @@ func (p *policy) atRcpt(f facts) *smtp.Reply {
 	}
 	return nil
 }
+
+// refusesRelay reports whether a restriction list can stop a relay
+// attempt; Postfix refuses to run when neither list can (an open relay).
+func refusesRelay(list []string) bool {
+	for _, w := range list {
+		if w == "reject_unauth_destination" || w == "reject" {
+			return true
+		}
+	}
+	return false
+}

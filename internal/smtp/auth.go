@@ -77,6 +77,13 @@ func (s *Session) auth(ctx context.Context, cmd Command) (ok bool, err error) {
 			why = firstLine(r.Text)
 		}
 	}
+	if r != nil && r.Code/100 == 4 {
+		// Not the client's fault (auth down, rate limit): a different
+		// line, so that fail2ban's postfix-sasl filter does not count it.
+		s.cfg.Logf("warning: %s: SASL %s authentication temporarily unavailable: %s", s.client, cmd.Arg, printable(why, 200))
+		s.fail(ctx, r)
+		return false, nil
+	}
 	if r != nil {
 		s.cfg.Logf("warning: %s: SASL %s authentication failed: %s", s.client, cmd.Arg, printable(why, 200))
 		s.fail(ctx, r)
