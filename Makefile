@@ -11,7 +11,7 @@ SYSCONFDIR ?= /etc
 MANDIR    ?= $(PREFIX)/share/man
 VERSION   ?= 0.1
 
-DAEMONS   = master smtpd cleanup qmgr local auth
+DAEMONS   = master smtpd cleanup qmgr local smtp auth
 COMMANDS  = postern
 LDFLAGS   = -s -w -X postern/internal/config.DefaultDaemonDirectory=$(LIBEXECDIR) \
             -X postern/internal/config.DefaultConfigDirectory=$(SYSCONFDIR)/postern

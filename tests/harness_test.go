@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"postern/internal/dnstest"
 )
 
 // binDir holds the binaries built once for the whole test run.
@@ -34,7 +36,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Chmod(dir, 0o755)
-	cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "../cmd/master", "../cmd/smtpd", "../cmd/cleanup", "../cmd/qmgr", "../cmd/local", "../cmd/auth", "../cmd/postern")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "../cmd/master", "../cmd/smtpd", "../cmd/cleanup", "../cmd/qmgr", "../cmd/local", "../cmd/smtp", "../cmd/auth", "../cmd/postern")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -109,6 +111,10 @@ type Options struct {
 	Users map[string]string
 	// Services are extra services.conf lines.
 	Services []string
+	// DNS is the instance's resolver (dns_servers): no query ever leaves
+	// loopback. nil: a fresh dnstest server where remote.example answers
+	// SERVFAIL, so mail for it waits in the queue.
+	DNS *dnstest.Server
 }
 
 // Instance is one running Postern.
@@ -123,6 +129,7 @@ type Instance struct {
 	// With Options.Submission:
 	SubmissionAddr  string // STARTTLS, AUTH required
 	SubmissionsAddr string // implicit TLS (RFC 8314)
+	DNS             *dnstest.Server
 	CertFile        string
 	uid, gid        int // the owner of mailboxes (vmail, or the unprivileged user)
 	opts            Options
@@ -159,6 +166,11 @@ func Start(t testing.TB, o Options) *Instance {
 	in := &Instance{t: t, Dir: dir, Etc: filepath.Join(dir, "etc"), Spool: filepath.Join(dir, "spool"), VMail: filepath.Join(dir, "vmail"), opts: o}
 	in.Port = FreePort(t)
 	in.Addr = fmt.Sprintf("127.0.0.1:%d", in.Port)
+	in.DNS = o.DNS
+	if in.DNS == nil {
+		in.DNS = dnstest.Start(t)
+		in.DNS.Fail("remote.example", 2) // SERVFAIL: a temporary failure
+	}
 	for _, d := range []string{in.Etc, in.VMail} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -191,6 +203,7 @@ func Start(t testing.TB, o Options) *Instance {
 		fmt.Sprintf("virtual_uid_maps = static:%d", in.uid),
 		fmt.Sprintf("virtual_gid_maps = static:%d", in.gid),
 		"master_stop_timeout = 10s",
+		"dns_servers = " + in.DNS.Addr,
 	}
 	in.postern(append([]string{"config", "-e"}, append(settings, o.Settings...)...)...)
 	svc, err := os.ReadFile(filepath.Join(in.Etc, "services.conf"))

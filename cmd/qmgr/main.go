@@ -456,6 +456,7 @@ func (q *qmgr) deliver(id queue.ID, qf *queue.File, f *os.File, k destKey, idx [
 		req.AddInt("rcpt_index", int64(i))
 		req.Add("rcpt", r.Addr)
 		req.Add("orcpt", r.ORcpt)
+		req.Add("notify", r.Notify)
 	}
 	c, reused, err := t.get()
 	if err == nil {

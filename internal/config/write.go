@@ -51,6 +51,10 @@ smtp        inet  n       -       y       -       -       smtpd
 cleanup     unix  y       -       y       -       0       cleanup
 qmgr        unix  n       -       y       300     1       qmgr
 local       unix  y       n       n       -       -       local
+smtp        unix  y       -       y       -       -       smtp
+# LMTP to a mailbox store (transport_maps: lmtp:unix:/path or lmtp:[host]:port);
+# not chrooted, so that it can reach a Unix socket outside the spool.
+lmtp        unix  y       -       n       -       -       smtp
 auth        unix  y       -       n       -       -       auth
 `
 
