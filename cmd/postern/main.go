@@ -4,7 +4,7 @@
 //
 //	postern [-c DIR] init | config [-n] [-e name=value...] [name...] | check
 //	postern [-c DIR] start | start-fg | stop | reload | status
-//	postern [-c DIR] queue list [-j] | cat ID... | flush
+//	postern [-c DIR] queue list [-j] | cat ID... | flush [DOMAIN]
 //	postern [-c DIR] passwd [-s SCHEME] [user]
 //	postern [-c DIR] tls new-server-cert [-o DIR] [-days N] [name...]
 //
@@ -35,7 +35,7 @@ commands:
   status                     say whether the master runs
   queue list [-j]            list the queue (-j: one JSON object per message)
   queue cat ID...            show queue files: envelope and message
-  queue flush                retry every deferred message now
+  queue flush [DOMAIN]       retry deferred mail now (all, or for DOMAIN)
   passwd [-s SCHEME] [user]  hash a password (read from the terminal or stdin)
                              for auth_passwd_file
   tls new-server-cert [-o DIR] [-days N] [name...]

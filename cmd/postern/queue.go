@@ -49,12 +49,19 @@ func cmdQueue(dir string, args []string) error {
 		}
 		return nil
 	case "flush":
+		if len(args) > 2 {
+			return usageError("queue flush [DOMAIN]")
+		}
+		req := ipc.NewMsg("op", "flush")
+		if len(args) == 2 {
+			req.Add("domain", args[1])
+		}
 		c, err := ipc.Dial(filepath.Join(spool, "public", "qmgr"), 5*time.Second)
 		if err != nil {
 			return fmt.Errorf("cannot reach qmgr (is postern running?): %w", err)
 		}
 		defer c.Close()
-		if err := c.Send(ipc.NewMsg("op", "flush")); err != nil {
+		if err := c.Send(req); err != nil {
 			return err
 		}
 		if _, _, err := c.Recv(10 * time.Second); err != nil {

@@ -35,6 +35,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -176,7 +177,13 @@ func (q *qmgr) handleTrigger(ctx context.Context, nc net.Conn) {
 		case "scan":
 			go q.scan("incoming")
 		case "flush":
-			go q.flush()
+			domain := strings.ToLower(strings.TrimSuffix(m.Get("domain"), "."))
+			if strings.ContainsAny(domain, "/ \x00") || len(domain) > 255 {
+				log.Warnf("flush: bad domain %q", domain)
+				c.Send(ipc.NewMsg("status", "error", "reason", "bad domain"))
+				continue
+			}
+			go q.flush(domain)
 			c.Send(ipc.NewMsg("status", "ok"))
 		default:
 			log.Warnf("trigger: unknown request %q", m.Get("op"))
@@ -236,18 +243,56 @@ func (q *qmgr) scanDue() {
 	}
 }
 
-func (q *qmgr) flush() {
+// flush retries deferred mail now: all of it, or only messages with a
+// pending recipient in domain. A flush also lifts the suspension of the
+// destinations it concerns.
+func (q *qmgr) flush(domain string) {
+	q.destMu.Lock()
+	for k, d := range q.dests {
+		if domain == "" || strings.EqualFold(k.nexthop, domain) {
+			d.mu.Lock()
+			d.until, d.failures = time.Time{}, 0
+			d.mu.Unlock()
+		}
+	}
+	q.destMu.Unlock()
 	ids, err := queue.List(".", "deferred")
 	if err != nil {
 		log.Errorf("flush: %v", err)
 		return
 	}
 	for _, id := range ids {
+		if domain != "" && !q.hasDomain(id, domain) {
+			continue
+		}
 		if err := queue.Move(".", id, "deferred", "incoming"); err == nil {
 			q.enqueue(id)
 		}
 	}
 	q.scan("incoming")
+}
+
+// hasDomain reports whether a deferred message has a recipient still to
+// deliver in domain.
+func (q *qmgr) hasDomain(id queue.ID, domain string) bool {
+	f, err := os.Open(queue.Path(".", "deferred", id))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	qf, err := queue.Open(f)
+	if err != nil {
+		return false
+	}
+	for _, r := range qf.Envelope().Recipients {
+		if r.Status != queue.StatusPending && r.Status != queue.StatusWarned {
+			continue
+		}
+		if i := strings.LastIndexByte(r.Addr, '@'); i >= 0 && strings.EqualFold(strings.TrimSuffix(r.Addr[i+1:], "."), domain) {
+			return true
+		}
+	}
+	return false
 }
 
 func (q *qmgr) timer() {

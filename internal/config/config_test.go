@@ -71,7 +71,7 @@ func TestDefaults(t *testing.T) {
 	if got := c.Duration("maximal_queue_lifetime"); got != 5*24*time.Hour {
 		t.Errorf("maximal_queue_lifetime = %v", got)
 	}
-	if got := c.Duration("delay_warning_time"); got != 0 {
+	if got := c.Duration("delay_warning_time"); got != 4*time.Hour {
 		t.Errorf("delay_warning_time = %v", got)
 	}
 	if got := c.List("mydestination"); !reflect.DeepEqual(got, []string{"mail.example.com", "localhost.example.com", "localhost"}) {

@@ -329,8 +329,9 @@ var table = []param{
 	{Setting: Setting{Name: "bounce_queue_lifetime", Kind: KindDuration, Default: "5d", Group: groups[6],
 		Doc: "maximal_queue_lifetime for bounces (mail with the null sender)."},
 		min: 0, max: 100 * day},
-	{Setting: Setting{Name: "delay_warning_time", Kind: KindDuration, Default: "0h", Group: groups[6],
-		Doc: "After how long the sender is warned that a message is still queued; 0 sends no warning."},
+	{Setting: Setting{Name: "delay_warning_time", Kind: KindDuration, Default: "4h", Group: groups[6],
+		Doc:    "After how long the sender is warned (once) that a message is still queued; 0 sends no warning.",
+		Detail: "Postfix's default is 0h (no warning); Postern warns after four hours, as most senders expect, and only recipients whose NOTIFY asks for DELAY (or have no NOTIFY) are listed."},
 		min: 0, max: 100 * day},
 
 	// Processes and timeouts.
