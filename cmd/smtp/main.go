@@ -260,25 +260,30 @@ func (a *agent) deliver(ctx context.Context, id, nexthop string, e *smtp.Envelop
 				enh = fmt.Sprintf("%d.0.0", r.Code/100)
 				text = fmt.Sprintf("%d %s", r.Code, r.Text)
 			}
+			why := "host " + peer + " said: " + text + stage(r)
+			if r.Local {
+				// The client's own verdict (SIZE, SMTPUTF8, a lost
+				// connection): not the server's words.
+				why = r.Text
+			}
 			switch r.Code / 100 {
 			case 2:
 				out[r.Rcpt] = status{"sent", enh, text, peer}
 			case 4:
-				out[r.Rcpt] = status{"defer", enh, "host " + peer + " said: " + text + stage(r), peer}
+				out[r.Rcpt] = status{"defer", enh, why, peer}
 			default:
-				out[r.Rcpt] = status{"bounce", enh, "host " + peer + " said: " + text + stage(r), peer}
+				out[r.Rcpt] = status{"bounce", enh, why, peer}
 			}
 		}
 		a.release(nexthop, c, peer, err == nil)
 		return out
 	}
+	// No server took the message: try again later, as Postfix does even
+	// for a 5xx greeting or a refused AUTH (a misconfigured host is fixed
+	// sooner than a sender re-sends); expiry bounces it in the end.
 	why := "no server to deliver to"
 	if lastErr != nil {
 		why = lastErr.Error()
-	}
-	var re *smtp.ReplyError
-	if errors.As(lastErr, &re) && !re.Temporary() && len(targets) == 1 {
-		return all(n, status{"bounce", orCode(re.Enhanced, "5.0.0"), why, re.Host})
 	}
 	return all(n, status{"defer", "4.4.1", why, ""})
 }
@@ -290,12 +295,6 @@ func stage(r smtp.Result) string {
 	return " (in reply to " + r.Stage + " command)"
 }
 
-func orCode(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
-}
 
 // targets resolves a next hop to the servers to try, in order.
 func (a *agent) targets(ctx context.Context, nexthop string) ([]target, bool, error) {

@@ -626,7 +626,10 @@ func (c *Client) command(ctx context.Context, timeout time.Duration, line, stage
 	if err := c.bw.Flush(); err != nil {
 		return nil, c.ioFailure(ctx, err, phase)
 	}
-	return c.readReply(ctx, stage, phase, false)
+	// The HELO/EHLO/LHLO reply comes before the server could offer
+	// ENHANCEDSTATUSCODES; a refusal may carry a code all the same.
+	lenient := stage == "EHLO" || stage == "HELO" || stage == "LHLO"
+	return c.readReply(ctx, stage, phase, lenient)
 }
 
 // readReply reads the reply to stage, with the deadline armed before.

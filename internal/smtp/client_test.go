@@ -185,6 +185,38 @@ func TestClientHELOFallback(t *testing.T) {
 	}
 }
 
+func TestClientHelloRefused(t *testing.T) {
+	addr := fakeServer(t, func(s *script) {
+		s.send("220 busy.test ESMTP")
+		s.expect("EHLO client.test")
+		s.send("450 4.7.1 slow down")
+	})
+	var re *ReplyError
+	if _, err := dial(t, addr, nil); !errors.As(err, &re) || re.Stage != "EHLO" || re.Code != 450 || re.Enhanced != "4.7.1" || re.Text != "slow down" {
+		t.Errorf("Dial: %v", err)
+	}
+	addr = fakeServer(t, func(s *script) {
+		s.send("220 busy.test ESMTP")
+		s.expect("EHLO client.test")
+		s.send("502 5.5.2 no")
+		s.expect("HELO client.test")
+		s.send("550 5.7.1 not you")
+	})
+	if _, err := dial(t, addr, nil); !errors.As(err, &re) || re.Stage != "HELO" || re.Code != 550 || re.Enhanced != "5.7.1" {
+		t.Errorf("Dial: %v", err)
+	}
+	// Nobody listening.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Skip(err)
+	}
+	addr = ln.Addr().String()
+	ln.Close()
+	if _, err := dial(t, addr, nil); err == nil || errors.As(err, &re) {
+		t.Errorf("Dial to a closed port: %v", err)
+	}
+}
+
 func TestClientGreetingRefused(t *testing.T) {
 	for _, tc := range []struct {
 		greeting []string
@@ -1000,7 +1032,7 @@ func FuzzDotWriter(f *testing.F) {
 		f.Add(s, uint8(1))
 	}
 	f.Fuzz(func(t *testing.T, content string, cut uint8) {
-		if len(content) > 1<<16 {
+		if len(content) > 4096 {
 			return
 		}
 		wire := dotStuff(content, int(cut)+1)
