@@ -7,6 +7,9 @@
 set -eu
 need_pkgs=""
 command -v swaks >/dev/null 2>&1 || need_pkgs="$need_pkgs swaks"
+perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need_pkgs="$need_pkgs libnet-ssleay-perl"
+command -v curl >/dev/null 2>&1 || need_pkgs="$need_pkgs curl"
+command -v openssl >/dev/null 2>&1 || need_pkgs="$need_pkgs openssl"
 command -v mandoc >/dev/null 2>&1 || need_pkgs="$need_pkgs mandoc"
 command -v python3 >/dev/null 2>&1 || need_pkgs="$need_pkgs python3"
 command -v useradd >/dev/null 2>&1 || need_pkgs="$need_pkgs passwd"

@@ -355,8 +355,12 @@ func TestPrivilege(t *testing.T) {
 		})
 		opsFDsConfined(t, "auth", pids["auth"], spool)
 		opsFDsConfined(t, "local", pids["local"], spool)
+		// local: mail_owner's uid, keeping only CAP_SETUID and
+		// CAP_SETGID (to write as each mailbox owner), no groups. Not root:
+		// it owns no root file, so root's 0600/0640 files (TLS keys, the
+		// passwd-file, /etc/shadow) are closed to it.
 		opsCheckProc(t, "local", pids["local"], opsPrivWant{
-			uid: 0, gid: 0, groups: nil,
+			uid: pUID, gid: pGID, groups: nil,
 			capEff: opsCapSetuidSetgid, capPrm: opsCapSetuidSetgid, capBnd: opsU64(opsCapSetuidSetgid), nnp: 1,
 			root: "/",
 		})

@@ -117,41 +117,8 @@ func main() {
 	}
 	d.Drop()
 	go a.expire()
-	d.Serve(d.Service.MaxProc, a.handle)
+	d.ServeRequests(d.Service.MaxProc, 1<<20, a.request)
 	a.closeAll()
-}
-
-func (a *agent) handle(ctx context.Context, nc net.Conn) {
-	uc, ok := nc.(*net.UnixConn)
-	if !ok {
-		nc.Close()
-		return
-	}
-	c := ipc.NewConn(uc, 1<<20)
-	defer c.Close()
-	for {
-		req, files, err := a.d.Next(c, 0)
-		if err != nil {
-			for _, f := range files {
-				f.Close()
-			}
-			if !errors.Is(err, io.EOF) {
-				log.Warnf("read request: %v", err)
-			}
-			return
-		}
-		resp := a.request(ctx, req, files)
-		for _, f := range files {
-			f.Close()
-		}
-		if resp == nil {
-			return
-		}
-		if err := c.Send(resp); err != nil {
-			log.Warnf("answer qmgr: %v", err)
-			return
-		}
-	}
 }
 
 // status is the answer for one recipient.
@@ -294,7 +261,6 @@ func stage(r smtp.Result) string {
 	}
 	return " (in reply to " + r.Stage + " command)"
 }
-
 
 // targets resolves a next hop to the servers to try, in order.
 func (a *agent) targets(ctx context.Context, nexthop string) ([]target, bool, error) {

@@ -8,6 +8,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// switchIDs is set by Drop when the process keeps CAP_SETUID and
+// CAP_SETGID under a non-root uid: it may switch filesystem ids.
+var switchIDs bool
+
 // AsUser runs fn on a thread of its own whose filesystem uid and gid are
 // uid and gid, so every file fn creates belongs to that user and every
 // permission check is made as that user (DESIGN.md §2: never change the
@@ -20,8 +24,9 @@ import (
 // starts may run on another thread, with other credentials. Go starts new
 // threads from a template thread while a goroutine is locked, so no thread
 // inherits the switched ids.
+
 func AsUser(uid, gid int, fn func() error) error {
-	if os.Geteuid() != 0 {
+	if os.Geteuid() != 0 && !switchIDs {
 		if uid != os.Geteuid() {
 			return fmt.Errorf("privsep: cannot act as uid %d: this process is unprivileged (uid %d)", uid, os.Geteuid())
 		}
@@ -31,16 +36,19 @@ func AsUser(uid, gid int, fn func() error) error {
 		return fmt.Errorf("privsep: bad ids %d:%d", uid, gid)
 	}
 	runtime.LockOSThread()
+	// Back to the process's own ids afterwards (root, or mail_owner for a
+	// daemon that kept CAP_SETUID), never to more.
+	ouid, ogid := os.Geteuid(), os.Getegid()
 	if err := switchFS(uid, gid); err != nil {
 		// Put the thread back; if even that fails, it stays locked to
 		// this goroutine and dies with it, never serving anything else.
-		if switchFS(0, 0) == nil {
+		if switchFS(ouid, ogid) == nil {
 			runtime.UnlockOSThread()
 		}
 		return err
 	}
 	ferr := fn()
-	if err := switchFS(0, 0); err != nil {
+	if err := switchFS(ouid, ogid); err != nil {
 		return fmt.Errorf("privsep: restore filesystem ids: %w", err)
 	}
 	runtime.UnlockOSThread()

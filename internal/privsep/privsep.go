@@ -47,6 +47,12 @@ type Spec struct {
 	// User is the account to become (mail_owner). Empty: stay root, keeping
 	// only KeepCaps (the local daemon's row in DESIGN.md §2).
 	User string
+	// KeepCaps with a User: the process becomes User but keeps these
+	// capabilities (the local daemon: CAP_SETUID and CAP_SETGID to write
+	// as each mailbox owner). Unlike staying root, it then owns no root
+	// file, so a root-owned 0640 file (the passwd-file, /etc/shadow, a
+	// TLS key) is closed to it.
+	//
 	// Chroot, when not empty, is the directory to chroot into (the spool,
 	// or an empty directory). Otherwise the process chdirs into Dir.
 	Chroot string
@@ -117,9 +123,6 @@ func Drop(spec Spec) (Result, error) {
 	}
 
 	keep := spec.KeepCaps
-	if spec.User != "" {
-		keep = nil
-	}
 	if err := dropBounding(keep); err != nil {
 		return Result{}, err
 	}
@@ -128,14 +131,36 @@ func Drop(spec Spec) (Result, error) {
 	}
 
 	if spec.User != "" {
-		if err := syscall.Setgroups([]int{gid}); err != nil {
-			return Result{}, fmt.Errorf("privsep: setgroups(%d): %w", gid, err)
+		if len(keep) > 0 {
+			// Keep the permitted set across the uid change; capset
+			// below makes exactly keep effective.
+			if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1, 0); err != nil {
+				return Result{}, fmt.Errorf("privsep: PR_SET_KEEPCAPS: %w", err)
+			}
+		}
+		groups := []int{gid}
+		if len(keep) > 0 {
+			// It acts with other users' filesystem ids: no group of its
+			// own should add to what they may touch.
+			groups = []int{}
+		}
+		if err := syscall.Setgroups(groups); err != nil {
+			return Result{}, fmt.Errorf("privsep: setgroups(%v): %w", groups, err)
 		}
 		if err := syscall.Setresgid(gid, gid, gid); err != nil {
 			return Result{}, fmt.Errorf("privsep: setresgid(%d): %w", gid, err)
 		}
 		if err := syscall.Setresuid(uid, uid, uid); err != nil {
 			return Result{}, fmt.Errorf("privsep: setresuid(%d): %w", uid, err)
+		}
+		if len(keep) > 0 {
+			if err := capset(keep); err != nil {
+				return Result{}, err
+			}
+			if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0, 0); err != nil {
+				return Result{}, fmt.Errorf("privsep: PR_SET_KEEPCAPS: %w", err)
+			}
+			switchIDs = true
 		}
 	} else {
 		if err := syscall.Setgroups([]int{}); err != nil {
@@ -148,7 +173,7 @@ func Drop(spec Spec) (Result, error) {
 	if err := noNewPrivs(); err != nil {
 		return Result{}, err
 	}
-	if err := verify(status, spec.User != "", keep); err != nil {
+	if err := verify(status, spec.User != "" && !contains(keep, CapSetuid), keep); err != nil {
 		return Result{}, err
 	}
 	return Result{UID: uid, GID: gid}, nil

@@ -179,7 +179,9 @@ func (d *Daemon) watchControl() {
 func (d *Daemon) Drop(keepCaps ...int) {
 	spool := d.Config.Get("queue_directory")
 	spec := privsep.Spec{Dir: spool, KeepCaps: keepCaps}
-	if d.Service.Unpriv {
+	// A daemon that keeps capabilities (local) still leaves root: it runs
+	// as mail_owner, so it owns no root file.
+	if d.Service.Unpriv || len(keepCaps) > 0 {
 		spec.User = d.Config.Get("mail_owner")
 	}
 	if d.Service.Chroot {
@@ -300,4 +302,46 @@ func (d *Daemon) Serve(limit int, handle func(ctx context.Context, c net.Conn)) 
 // Fatalf is log.Fatalf with the program name, for start-up failures.
 func (d *Daemon) Fatalf(format string, args ...any) {
 	log.Fatalf("%s: %s", d.Program, fmt.Sprintf(format, args...))
+}
+
+// ServeRequests serves an internal request/response protocol (qmgr to a
+// delivery agent): every frame on every connection goes to handle, whose
+// answer is sent back; a nil answer closes the connection (a request that
+// makes no sense). Descriptors that came with a request are closed after
+// handle returns. Frames are at most maxFrame bytes.
+func (d *Daemon) ServeRequests(limit, maxFrame int, handle func(ctx context.Context, req *ipc.Msg, files []*os.File) *ipc.Msg) {
+	d.Serve(limit, func(ctx context.Context, nc net.Conn) {
+		uc, ok := nc.(*net.UnixConn)
+		if !ok {
+			nc.Close()
+			return
+		}
+		c := ipc.NewConn(uc, maxFrame)
+		defer c.Close()
+		for {
+			req, files, err := d.Next(c, 0)
+			if err != nil {
+				closeFiles(files)
+				if !errors.Is(err, io.EOF) {
+					log.Warnf("read request: %v", err)
+				}
+				return
+			}
+			resp := handle(ctx, req, files)
+			closeFiles(files)
+			if resp == nil {
+				return
+			}
+			if err := c.Send(resp); err != nil {
+				log.Warnf("answer: %v", err)
+				return
+			}
+		}
+	})
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
