@@ -467,7 +467,12 @@ func (in *Instance) Daemons() map[string][]int {
 			continue
 		}
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		out[filepath.Base(exe)] = append(out[filepath.Base(exe)], pid)
+		name := filepath.Base(exe)
+		// The smtp program also runs as the lmtp service.
+		if cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); name == "smtp" && strings.Contains(string(cl), "\x00-n\x00lmtp\x00") {
+			name = "lmtp"
+		}
+		out[name] = append(out[name], pid)
 	}
 	return out
 }

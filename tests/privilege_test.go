@@ -328,7 +328,7 @@ func TestPrivilege(t *testing.T) {
 	vUID, vGID := lookupIDs(t, "vmail")
 
 	file := opsDeliver(t, in, "demo", "privilege-1")
-	pids := opsDaemonPids(t, in, "smtpd", "cleanup", "qmgr", "local", "auth")
+	pids := opsDaemonPids(t, in, "smtpd", "cleanup", "qmgr", "local", "auth", "smtp", "lmtp")
 	// Settle: local's delivery thread switches its filesystem ids only
 	// for the write and back; give any such thread time to be done.
 	time.Sleep(300 * time.Millisecond)
@@ -354,6 +354,21 @@ func TestPrivilege(t *testing.T) {
 			root: "/",
 		})
 		opsFDsConfined(t, "auth", pids["auth"], spool)
+		// smtp (remote delivery): mail_owner, no capabilities, chrooted
+		// into the spool's empty directory: it reads the message only
+		// through the descriptor qmgr hands it.
+		opsCheckProc(t, "smtp", pids["smtp"], opsPrivWant{
+			uid: pUID, gid: pGID, groups: []int{pGID},
+			capEff: 0, capPrm: 0, capBnd: opsU64(0), nnp: 1,
+			root: filepath.Join(spool, "empty"),
+		})
+		// lmtp (the same program): not chrooted, to reach a store's
+		// Unix socket; otherwise the same.
+		opsCheckProc(t, "lmtp", pids["lmtp"], opsPrivWant{
+			uid: pUID, gid: pGID, groups: []int{pGID},
+			capEff: 0, capPrm: 0, capBnd: opsU64(0), nnp: 1,
+			root: "/",
+		})
 		opsFDsConfined(t, "local", pids["local"], spool)
 		// local: mail_owner's uid, keeping only CAP_SETUID and
 		// CAP_SETGID (to write as each mailbox owner), no groups. Not root:
@@ -445,7 +460,7 @@ func TestPrivilege(t *testing.T) {
 	// Mail still flows after the inspection, and the daemons are the same
 	// processes (the checks above did not look at a restarted one).
 	opsDeliver(t, in, "other", "privilege-2")
-	after := opsDaemonPids(t, in, "smtpd", "cleanup", "qmgr", "local", "auth")
+	after := opsDaemonPids(t, in, "smtpd", "cleanup", "qmgr", "local", "auth", "smtp", "lmtp")
 	for p, pid := range pids {
 		if after[p] != pid {
 			t.Errorf("%s restarted during the test: pid %d, then %d", p, pid, after[p])

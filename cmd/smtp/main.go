@@ -12,7 +12,8 @@
 // every MX is tried, IPv6 and IPv4, until one takes the mail: a
 // connection failure or a 4xx/5xx greeting moves on to the next.
 //
-// Privilege: mail_owner, chrooted (services.conf), no capabilities. It
+// Privilege: mail_owner, chrooted (services.conf) into the spool's empty
+// directory, no capabilities. It
 // reads the resolver configuration, the system's CA roots and
 // smtp_sasl_password_maps at start, before the drop; afterwards it reads
 // the message only through the descriptor it is handed.
@@ -115,7 +116,7 @@ func main() {
 		Data: 120 * time.Second, DataBlock: 180 * time.Second, DataDone: cfg.Duration("smtp_data_done_timeout"),
 		Rset: 20 * time.Second, Quit: 300 * time.Second,
 	}
-	d.Drop()
+	d.DropEmpty()
 	go a.expire()
 	d.ServeRequests(d.Service.MaxProc, 1<<20, a.request)
 	a.closeAll()

@@ -104,6 +104,9 @@ const (
 	Private  = "private"
 	Public   = "public"
 	PID      = "pid"
+	// Empty is the chroot of daemons that need nothing on disk at all
+	// (smtp): root's, mode 0555, and kept empty.
+	Empty = "empty"
 )
 
 // Owner kinds of the spool directories.
@@ -136,6 +139,7 @@ var Dirs = []Dir{
 	{Name: Private, Mode: 0o700, Owner: OwnerMail},
 	{Name: Public, Mode: 0o710, Owner: OwnerMailSetgid},
 	{Name: PID, Mode: 0o700, Owner: OwnerRoot},
+	{Name: Empty, Mode: 0o555, Owner: OwnerRoot},
 }
 
 // UnixMode returns the mode as chmod(2) wants it, e.g. 01730.

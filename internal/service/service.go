@@ -39,6 +39,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -48,6 +49,7 @@ import (
 	"postern/internal/ipc"
 	"postern/internal/log"
 	"postern/internal/privsep"
+	"postern/internal/queue"
 )
 
 // Environment and descriptor layout shared with master.
@@ -69,12 +71,15 @@ type Daemon struct {
 	Service   config.Service
 	Listeners []net.Listener
 
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	drain     chan struct{}
-	drainOnce sync.Once
-	ctl       *os.File
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	drain  chan struct{}
+	// chrootEmpty: chroot into the spool's empty/ directory instead of
+	// the spool (a daemon that needs no file after start).
+	chrootEmpty bool
+	drainOnce   sync.Once
+	ctl         *os.File
 }
 
 // Init parses the arguments master gave, loads the configuration and
@@ -186,6 +191,9 @@ func (d *Daemon) Drop(keepCaps ...int) {
 	}
 	if d.Service.Chroot {
 		spec.Chroot = spool
+		if d.chrootEmpty {
+			spec.Chroot = filepath.Join(spool, queue.Empty)
+		}
 	}
 	if _, err := privsep.Drop(spec); err != nil {
 		log.Fatalf("%s: %v", d.Program, err)
@@ -193,6 +201,13 @@ func (d *Daemon) Drop(keepCaps ...int) {
 	if d.ctl != nil {
 		d.ctl.Write([]byte{ReadyByte})
 	}
+}
+
+// DropEmpty is Drop for a daemon that needs nothing on disk after start:
+// when chrooted, it is confined to the spool's empty/ directory.
+func (d *Daemon) DropEmpty(keepCaps ...int) {
+	d.chrootEmpty = true
+	d.Drop(keepCaps...)
 }
 
 // Context is cancelled when master asks the daemon to quit.
