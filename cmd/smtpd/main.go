@@ -120,6 +120,8 @@ func main() {
 			HardErrorLimit: int(cfg.Int("smtpd_hard_error_limit")),
 			SoftErrorLimit: int(cfg.Int("smtpd_soft_error_limit")),
 			SMTPUTF8:       cfg.Bool("smtputf8_enable"),
+			// RFC 3461: qmgr honours RET, ENVID, NOTIFY and ORCPT.
+			DSN: true,
 		},
 	}
 	tc, err := loadTLS(cfg)
