@@ -846,6 +846,7 @@ func TestOpsCheckConfig(t *testing.T) {
 		"virtual_uid_maps":        fmt.Sprintf("static:%d", in.uid),
 		"virtual_gid_maps":        fmt.Sprintf("static:%d", in.gid),
 		"master_stop_timeout":     "10s",
+		"dns_servers":             in.DNS.Addr,
 	}
 	checkN := func(want map[string]string) {
 		t.Helper()

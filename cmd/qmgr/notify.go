@@ -77,6 +77,11 @@ func (q *qmgr) notify(id queue.ID, qf *queue.File, kind notifyKind, idx []int, r
 			Reason:      res.reason,
 			LastAttempt: now,
 		}
+		if _, said, ok := strings.Cut(res.reason, " said: "); ok {
+			// The remote server's reply: "smtp; 550 5.1.1 ..." (RFC 3464).
+			said, _, _ = strings.Cut(said, " (in reply to ")
+			d.Diagnostic = "smtp; " + said
+		}
 		if strings.HasPrefix(res.reason, "host ") {
 			// "host mx.example.org[192.0.2.1] said: 550 ..." from smtp.
 			if f := strings.Fields(res.reason); len(f) > 1 {

@@ -30,6 +30,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -154,6 +156,11 @@ func (a *agent) request(ctx context.Context, req *ipc.Msg, files []*os.File) *ip
 		}
 		e.Rcpts = append(e.Rcpts, rc)
 	}
+	if e.SMTPUTF8 && !needsUTF8(e, qf.Message()) {
+		// Submitted with SMTPUTF8 but all ASCII where it matters: any
+		// server can take it (RFC 6531 section 3.2).
+		e.SMTPUTF8 = false
+	}
 	sts := a.deliver(ctx, id, req.Get("nexthop"), e, qf.Message())
 	resp := ipc.NewMsg()
 	for i := range rcpts {
@@ -168,6 +175,43 @@ func (a *agent) request(ctx context.Context, req *ipc.Msg, files []*os.File) *ip
 			id, rcpts[i], relay, time.Since(env.Arrival).Seconds(), st.dsn, word, log.Clean(st.reason))
 	}
 	return resp
+}
+
+// needsUTF8 reports whether the envelope or the header section has
+// non-ASCII text, which only an SMTPUTF8 server may receive.
+func needsUTF8(e *smtp.Envelope, msg *io.SectionReader) bool {
+	if !ascii(e.From) {
+		return true
+	}
+	for _, r := range e.Rcpts {
+		if !ascii(r.Addr) {
+			return true
+		}
+	}
+	br := bufio.NewReader(io.LimitReader(io.NewSectionReader(msg, 0, msg.Size()), 1<<20))
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(bytes.TrimRight(line, "\r\n")) == 0 && err != bufio.ErrBufferFull {
+			return false // end of the header section
+		}
+		for _, c := range line {
+			if c >= 0x80 {
+				return true
+			}
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			return false
+		}
+	}
+}
+
+func ascii(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func all(n int, st status) []status {
