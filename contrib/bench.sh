@@ -1,27 +1,40 @@
 #!/bin/bash
-# contrib/bench.sh (make bench): local delivery throughput of Postern beside
-# Postfix on the same machine, in the same run, under the same load.
+# contrib/bench.sh (make bench): local delivery and relay throughput of
+# Postern beside Postfix on the same machine, in the same run, under the
+# same load.
 #
 # Load: smtp-source(1) from Debian's postfix package, SESSIONS parallel
 # sessions, a new connection per message, N messages of SIZE bytes from
-# bench@example.org, after a warm-up of WARMUP messages. Postern delivers to
-# the virtual mailbox demo@example.test, Postfix to the system user
-# benchuser@localhost (home_mailbox = Maildir/); a run ends when the
-# Maildir's new/ holds all N files. Both MTAs listen on 127.0.0.1:2525, one
-# at a time, with their default durability (fsync before 250, fsync of each
-# Maildir file), logging to a file. Runs alternate (Postern first in odd
-# runs, Postfix first in even ones) so that drift in the machine's load
-# hits both alike.
+# bench@example.org, after a warm-up of WARMUP messages. Both MTAs listen
+# on 127.0.0.1:2525, one at a time, with their default durability (fsync
+# before 250, fsync of each Maildir file), logging to a file. Two modes:
+#
+#   local  Postern delivers to the virtual mailbox demo@example.test,
+#          Postfix to the system user benchuser@localhost (home_mailbox =
+#          Maildir/); a run ends when the Maildir's new/ holds all N files.
+#   relay  Both relay user@remote.example (smtp-source's address is in
+#          mynetworks) to relayhost = [127.0.0.1]:2526, where smtp-sink(1)
+#          takes every message and throws it away; a run ends when the
+#          sink's running counter (-c) has counted N messages after the
+#          warm-up. The brackets skip the MX lookup, so no DNS is involved;
+#          smtp_tls_security_level = none in both (smtp-sink has no TLS).
+#          A fresh sink per run; its CPU is reported as sink_cpu_s.
+#
+# Both MTAs carry the relay settings in every mode (they do not touch local
+# delivery). Modes run one after the other (MODES order); within a mode,
+# runs alternate (Postern first in odd runs, Postfix first in even ones) so
+# that drift in the machine's load hits both alike.
 #
 # Per run it reports: accept time (smtp-source done), end-to-end time (all
-# files in new/), CPU seconds of every process of the MTA (a cgroup, or the
-# sum of utime+stime+cutime+cstime over the master and its descendants in
-# /proc when no cgroup can be made), peak RSS and PSS summed over those
-# processes (sampled every 0.2 s from /proc/PID/smaps_rollup, so a process
-# that lives less than that can be missed), the client's CPU and how busy
-# the whole machine was. Once per MTA, a separate run of WARMUP messages
-# under strace -f counts fsync-family calls per message (its timing is not
-# used). Then a table of medians and the ratio Postern/Postfix.
+# files in new/, or all messages at the sink), CPU seconds of every process
+# of the MTA (a cgroup, or the sum of utime+stime+cutime+cstime over the
+# master and its descendants in /proc when no cgroup can be made), peak
+# RSS and PSS summed over those processes (sampled every 0.2 s from
+# /proc/PID/smaps_rollup, so a process that lives less than that can be
+# missed), the client's CPU and how busy the whole machine was. Once per
+# MTA and mode, a separate run of WARMUP messages under strace -f counts
+# fsync-family calls per message (its timing is not used). Then, per mode,
+# a table of medians and the ratio Postern/Postfix.
 #
 # Run as root from a built tree (make build): it installs what is missing
 # from Debian (postfix, procps, iproute2, util-linux, strace), creates the
@@ -39,7 +52,8 @@
 #
 # Environment (defaults in brackets): RUNS [3], N [5000], SESSIONS [20],
 # SIZE [4096], WARMUP [200], TIMEOUT [300] seconds per run before it is
-# called failed, MTAS ["postern postfix"], FSYNC_PROBE [1],
+# called failed, MODES ["local relay"], MTAS ["postern postfix"],
+# RELAY_RCPT [user@remote.example], FSYNC_PROBE [1],
 # BENCH_WORKDIR [/var/tmp] (must allow Postfix's maillog_file, i.e. be
 # below /var), BENCH_RESULTS [<repo>/bench-results], BENCH_KEEP [0]
 # (1 keeps the work directory with both MTAs' logs and spools),
@@ -47,11 +61,13 @@
 # cgroup could be made).
 #
 # Limits: a run that times out or whose smtp-source fails is reported with
-# ok=0 and ends the remaining runs of that MTA; medians use the ok runs
-# only. CPU figures include each MTA's own logging. The machine's other
-# load is not controlled: host_busy_pct and host_steal_pct in each line
-# show it. Total time with the defaults: about 2-4 minutes on 2 CPUs
-# (each run of each MTA: start, warm-up, N messages, stop).
+# ok=0 and ends the remaining runs of that MTA in that mode; medians use
+# the ok runs only. The relay count is the sink's: a message the MTA sent
+# twice (after a lost connection) counts twice. CPU figures include each
+# MTA's own logging. The machine's other load is not controlled:
+# host_busy_pct and host_steal_pct in each line show it. Total time with
+# the defaults: about 4-6 minutes on 2 CPUs (each run of each MTA in each
+# mode: start, warm-up, N messages, stop).
 
 # Functions are called through names built at run time ("${m}_start").
 # shellcheck disable=SC2317
@@ -61,10 +77,11 @@ export LC_ALL=C
 top=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-3} N=${N:-5000} SESSIONS=${SESSIONS:-20} SIZE=${SIZE:-4096}
 WARMUP=${WARMUP:-200} TIMEOUT=${TIMEOUT:-300} MTAS=${MTAS:-postern postfix}
+MODES=${MODES:-local relay} RELAY_RCPT=${RELAY_RCPT:-user@remote.example}
 FSYNC_PROBE=${FSYNC_PROBE:-1} BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_WORKDIR=${BENCH_WORKDIR:-/var/tmp} BENCH_NO_CGROUP=${BENCH_NO_CGROUP:-0}
 BENCH_RESULTS=${BENCH_RESULTS:-$top/bench-results}
-PORT=2525 HOST=127.0.0.1
+PORT=2525 HOST=127.0.0.1 SINK_PORT=2526 SINK_HOST=127.0.0.1
 FROM=bench@example.org
 POSTERN_RCPT=demo@example.test POSTFIX_RCPT=benchuser@localhost
 BIN=$top/bin
@@ -92,9 +109,14 @@ prepare() {
 	for m in $MTAS; do
 		case $m in postern | postfix) ;; *) die "MTAS: unknown MTA $m (postern, postfix)" ;; esac
 	done
+	[ -n "${MODES// /}" ] || die "MODES is empty (local, relay)"
+	for m in $MODES; do
+		case $m in local | relay) ;; *) die "MODES: unknown mode $m (local, relay)" ;; esac
+	done
+	case $RELAY_RCPT in *@*) ;; *) die "RELAY_RCPT=$RELAY_RCPT: not an address" ;; esac
 
 	local pkgs="" installed_postfix=0
-	[ -x /usr/sbin/smtp-source ] || pkgs="$pkgs postfix"
+	[ -x /usr/sbin/smtp-source ] && [ -x /usr/sbin/smtp-sink ] || pkgs="$pkgs postfix"
 	command -v ps >/dev/null || pkgs="$pkgs procps"
 	command -v ip >/dev/null && command -v ss >/dev/null || pkgs="$pkgs iproute2"
 	command -v unshare >/dev/null || pkgs="$pkgs util-linux"
@@ -123,7 +145,8 @@ prepare() {
 		# instance running on port 25.
 		/usr/sbin/postfix stop >/dev/null 2>&1 || true
 	fi
-	[ -x /usr/sbin/smtp-source ] || die "/usr/sbin/smtp-source missing after installing postfix"
+	[ -x /usr/sbin/smtp-source ] && [ -x /usr/sbin/smtp-sink ] || die "/usr/sbin/smtp-source or smtp-sink missing after installing postfix"
+	getent passwd nobody >/dev/null || die "user nobody missing (smtp-sink runs as nobody)"
 
 	getent group postdrop >/dev/null || groupadd --system postdrop || die "groupadd postdrop"
 	for u in postern vmail; do
@@ -249,11 +272,11 @@ sampler() {
 	echo "$pr $pp $pn $k" >"$out"
 }
 
-port_listening() { ss -Hltn "sport = :$PORT" 2>/dev/null | grep -q .; }
-wait_port() { # up|down SECONDS
-	local i=0 lim=$(($2 * 10))
+port_listening() { ss -Hltn "sport = :${1:-$PORT}" 2>/dev/null | grep -q .; }
+wait_port() { # up|down SECONDS [PORT]
+	local i=0 lim=$(($2 * 10)) port=${3:-$PORT}
 	while [ $i -lt $lim ]; do
-		if [ "$1" = up ]; then port_listening && return 0; else port_listening || return 0; fi
+		if [ "$1" = up ]; then port_listening "$port" && return 0; else port_listening "$port" || return 0; fi
 		sleep 0.1
 		i=$((i + 1))
 	done
@@ -286,7 +309,72 @@ maildir_of() {
 	postfix) echo "$(getent passwd benchuser | cut -d: -f6)/Maildir" ;;
 	esac
 }
-rcpt_of() { case $1 in postern) echo $POSTERN_RCPT ;; postfix) echo $POSTFIX_RCPT ;; esac; }
+# rcpt_of MTA MODE: the recipient smtp-source sends to.
+rcpt_of() {
+	[ "$2" = relay ] && { echo "$RELAY_RCPT"; return; }
+	case $1 in postern) echo $POSTERN_RCPT ;; postfix) echo $POSTFIX_RCPT ;; esac
+}
+
+# ---------------------------------------------------------------------------
+# The relay target: smtp-sink on $SINK_HOST:$SINK_PORT, one per run. With -c
+# it writes "sess=.. quit=.. mesg=N" records ending in \r to its stdout,
+# flushed when "." is received, so the file's last record holds the count.
+# (-M N is no use as the end of a run: smtp-sink exits before it answers
+# the N-th ".", and the MTA then queues that message again.)
+# ---------------------------------------------------------------------------
+SINK_PID=""
+sink_start() { # LOGFILE
+	port_listening "$SINK_PORT" && { say "bench: $SINK_HOST:$SINK_PORT already in use"; return 1; }
+	# -u nobody: smtp-sink refuses to keep root's privileges.
+	/usr/sbin/smtp-sink -c -u nobody "$SINK_HOST:$SINK_PORT" 256 >"$1" 2>&1 &
+	SINK_PID=$!
+	SINK_LOG=$1
+	wait_port up 10 "$SINK_PORT" && return 0
+	say "bench: smtp-sink did not open $SINK_HOST:$SINK_PORT: $(tr '\r' '\n' <"$1" | tail -n 3)"
+	sink_stop
+	return 1
+}
+sink_stop() {
+	[ -n "$SINK_PID" ] || return 0
+	kill -TERM "$SINK_PID" 2>/dev/null
+	wait "$SINK_PID" 2>/dev/null
+	SINK_PID=""
+	wait_port down 5 "$SINK_PORT" || say "bench: port $SINK_PORT still open after stopping smtp-sink"
+}
+# sink_count: messages the sink has received so far (its last mesg=).
+sink_count() {
+	tail -c 256 "$SINK_LOG" 2>/dev/null | tr '\r' '\n' | awk -F 'mesg=' 'NF > 1 { c = $2 + 0 } END { print c + 0 }'
+}
+# sink_cpu_ticks: utime+stime of the sink so far, in clock ticks.
+sink_cpu_ticks() {
+	[ -n "$SINK_PID" ] && [ -r "/proc/$SINK_PID/stat" ] || { echo 0; return; }
+	awk '{ rest = $0; sub(/^.*\) /, "", rest); split(rest, f, " "); print f[12] + f[13] }' "/proc/$SINK_PID/stat"
+}
+wait_sink() { # COUNT DEADLINE(epoch us): 0 when the sink has counted COUNT
+	while :; do
+		[ "$(sink_count)" -ge "$1" ] && return 0
+		now_us
+		[ "$NOW" -gt "$2" ] && return 1
+		sleep 0.1
+	done
+}
+
+# done_count MTA MODE: messages delivered so far in this run, from the
+# Maildir's new/ or the sink's counter less what it had counted before
+# (SINK_BASE: the warm-up).
+done_count() {
+	case $2 in
+	local) count_new "$(maildir_of "$1")" ;;
+	relay) echo $(($(sink_count) - ${SINK_BASE:-0})) ;;
+	esac
+}
+# wait_done MTA MODE COUNT DEADLINE: 0 when COUNT messages were delivered.
+wait_done() {
+	case $2 in
+	local) wait_count "$(maildir_of "$1")" "$3" "$4" ;;
+	relay) wait_sink $((${SINK_BASE:-0} + $3)) "$4" ;;
+	esac
+}
 
 # ---------------------------------------------------------------------------
 # Postern: an instance in $W/postern, as tests/harness_test.go makes it.
@@ -310,6 +398,8 @@ postern_configure() {
 		"virtual_uid_maps = static:$(id -u vmail)" \
 		"virtual_gid_maps = static:$(id -g vmail)" \
 		"maillog_file = $d/maillog" \
+		"relayhost = [$SINK_HOST]:$SINK_PORT" \
+		"smtp_tls_security_level = none" \
 		"master_stop_timeout = 10s" >/dev/null || return 1
 	sed -i -E "s/^smtp([[:space:]]+inet[[:space:]])/$HOST:$PORT\1/" "$e/services.conf"
 	grep -Eq "^$HOST:${PORT}[[:space:]]+inet" "$e/services.conf" || { say "services.conf: no smtp inet line to rewrite"; return 1; }
@@ -348,7 +438,9 @@ postfix_configure() {
 	install -d -m 0755 "$d" "$e" "$d/spool" || return 1
 	install -d -o postfix -m 0700 "$d/data" || return 1
 	# main.cf as Debian's "Local only" writes it, without TLS (neither
-	# MTA offers it in this bench; smtp-source would not use it).
+	# MTA offers it in this bench; smtp-source would not use it), and
+	# then, as Debian's "Satellite system" would, all remote mail to the
+	# relayhost (the sink).
 	if [ -r /usr/share/postfix/main.cf.debian ]; then
 		cp /usr/share/postfix/main.cf.debian "$e/main.cf"
 	else
@@ -369,9 +461,10 @@ postfix_configure() {
 		"mynetworks = 127.0.0.0/8" \
 		"inet_interfaces = loopback-only" \
 		"inet_protocols = ipv4" \
-		"relayhost =" \
-		"default_transport = error" \
-		"relay_transport = error" \
+		"relayhost = [$SINK_HOST]:$SINK_PORT" \
+		"default_transport = smtp" \
+		"relay_transport = relay" \
+		"smtp_tls_security_level = none" \
 		"mailbox_size_limit = 0" \
 		"recipient_delimiter = +" \
 		"home_mailbox = Maildir/" \
@@ -446,12 +539,12 @@ kill_leftovers() {
 mta_start() { "$1_start"; }
 mta_stop() { "$1_stop"; }
 
-# source_run MTA COUNT OUTFILE: smtp-source with the bench's load; its rc.
-# In the background and waited for, so that a TERM to this shell is acted
-# on at once (bash runs a trap only after a foreground command ends).
+# source_run MTA MODE COUNT OUTFILE: smtp-source with the bench's load; its
+# rc. In the background and waited for, so that a TERM to this shell is
+# acted on at once (bash runs a trap only after a foreground command ends).
 source_run() {
-	timeout "$TIMEOUT" /usr/sbin/smtp-source -s "$SESSIONS" -m "$2" -l "$SIZE" \
-		-f "$FROM" -t "$(rcpt_of "$1")" "$HOST:$PORT" >"$3" 2>&1 &
+	timeout "$TIMEOUT" /usr/sbin/smtp-source -s "$SESSIONS" -m "$3" -l "$SIZE" \
+		-f "$FROM" -t "$(rcpt_of "$1" "$2")" "$HOST:$PORT" >"$4" 2>&1 &
 	SOURCE_PID=$!
 	local rc=0
 	wait "$SOURCE_PID" || rc=$?
@@ -465,33 +558,57 @@ children_cpu() {
 	awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } printf "%.2f\n", t }' "$1"
 }
 
-# measure MTA RUN: one measured run; prints its key=value line on stdout.
+# mode_start MTA MODE / mode_stop MTA MODE: the MTA, and in relay mode the
+# sink before it (so that the MTA never finds its relayhost absent) and
+# after it (so that nothing it still sends is refused).
+mode_start() {
+	SINK_BASE=0
+	if [ "$2" = relay ]; then sink_start "$W/$1/sink-$RUN_TAG.out" || return 1; fi
+	mta_start "$1" && return 0
+	sink_stop
+	return 1
+}
+mode_stop() {
+	mta_stop "$1"
+	sink_stop
+}
+# mode_clear MTA MODE: forget what was delivered so far (the Maildir's
+# files; the sink's count becomes the new base).
+mode_clear() {
+	case $2 in
+	local) clear_maildir "$(maildir_of "$1")" ;;
+	relay) SINK_BASE=$(sink_count) ;;
+	esac
+}
+
+# measure MTA RUN MODE: one measured run; prints its key=value line on stdout.
 measure() {
-	local m=$1 run=$2 md ok=1 why="" src_rc wait_rc=1
-	md=$(maildir_of "$m")
-	say "== $m run $run/$RUNS: start, warm-up ($WARMUP msgs), $N msgs"
-	mta_start "$m" || { echo "mta=$m run=$run ok=0 why=start_failed"; return 1; }
-	clear_maildir "$md"
+	local m=$1 run=$2 mode=$3 ok=1 why="" src_rc wait_rc=1
+	RUN_TAG=$mode-$run
+	say "== $mode: $m run $run/$RUNS: start, warm-up ($WARMUP msgs), $N msgs"
+	mode_start "$m" "$mode" || { echo "mta=$m mode=$mode run=$run ok=0 why=start_failed"; return 1; }
+	mode_clear "$m" "$mode"
 	if [ "$WARMUP" -gt 0 ]; then
 		deadline_us
-		if ! source_run "$m" "$WARMUP" "$W/$m/source-warmup.out" ||
-			! wait_count "$md" "$WARMUP" "$DEADLINE"; then
-			say "bench: $m warm-up failed:"
+		if ! source_run "$m" "$mode" "$WARMUP" "$W/$m/source-warmup.out" ||
+			! wait_done "$m" "$mode" "$WARMUP" "$DEADLINE"; then
+			say "bench: $m $mode warm-up failed ($(done_count "$m" "$mode") of $WARMUP delivered):"
 			tail -n 5 "$W/$m/source-warmup.out" >&2
-			mta_stop "$m"
-			echo "mta=$m run=$run ok=0 why=warmup_failed"
+			mode_stop "$m" "$mode"
+			echo "mta=$m mode=$mode run=$run ok=0 why=warmup_failed"
 			return 1
 		fi
-		clear_maildir "$md"
 		sleep 1
+		mode_clear "$m" "$mode"
 	fi
 
-	local stop=$W/sampler.stop peak=$W/sampler.out c0 c1 t0 t1 t2 st0 st1 cl0 cl1
+	local stop=$W/sampler.stop peak=$W/sampler.out c0 c1 t0 t1 t2 st0 st1 cl0 cl1 sk0 sk1
 	rm -f "$stop" "$peak"
 	sampler "$m" "$peak" "$stop" &
 	SAMPLER_PID=$!
 	st0=$(head -n 1 /proc/stat)
 	c0=$(cpu_ns "$m")
+	sk0=$(sink_cpu_ticks)
 	# The client's CPU: what this shell's reaped children used, before
 	# and after; smtp-source (through timeout) is the only one reaped
 	# in between. times runs in this shell, not in a $(...) subshell,
@@ -499,7 +616,7 @@ measure() {
 	times >"$W/times0"
 	deadline_us
 	t0=$NOW
-	source_run "$m" "$N" "$W/$m/source.out"
+	source_run "$m" "$mode" "$N" "$W/$m/source.out"
 	src_rc=$?
 	now_us
 	t1=$NOW
@@ -507,18 +624,19 @@ measure() {
 	cl0=$(children_cpu "$W/times0")
 	cl1=$(children_cpu "$W/times1")
 	if [ "$src_rc" = 0 ]; then
-		wait_count "$md" "$N" "$DEADLINE"
+		wait_done "$m" "$mode" "$N" "$DEADLINE"
 		wait_rc=$?
 	fi
 	now_us
 	t2=$NOW
 	c1=$(cpu_ns "$m")
+	sk1=$(sink_cpu_ticks)
 	st1=$(head -n 1 /proc/stat)
 	touch "$stop"
 	wait "$SAMPLER_PID"
 	SAMPLER_PID=""
 	local delivered
-	delivered=$(count_new "$md")
+	delivered=$(done_count "$m" "$mode")
 	if [ "$src_rc" != 0 ]; then
 		ok=0 why=smtp_source_rc_$src_rc
 		say "bench: smtp-source failed (rc $src_rc):"
@@ -527,20 +645,24 @@ measure() {
 		ok=0 why=timeout
 		say "bench: $m delivered $delivered of $N within ${TIMEOUT}s"
 	fi
-	mta_stop "$m"
-	clear_maildir "$md"
-	awk -v m="$m" -v run="$run" -v n="$N" -v s="$SESSIONS" -v size="$SIZE" \
+	mode_stop "$m" "$mode"
+	mode_clear "$m" "$mode"
+	awk -v m="$m" -v mode="$mode" -v run="$run" -v n="$N" -v s="$SESSIONS" -v size="$SIZE" \
 		-v t0="$t0" -v t1="$t1" -v t2="$t2" -v c0="$c0" -v c1="$c1" \
 		-v mem="$(cat "$peak" 2>/dev/null)" -v cl0="$cl0" -v cl1="$cl1" \
+		-v sk0="$sk0" -v sk1="$sk1" -v hz="$HZ" \
 		-v st0="$st0" -v st1="$st1" -v ok="$ok" -v why="$why" -v dl="$delivered" \
 		-v src="${CG_BASE:+cgroup}" -v date="$(date -Is)" 'BEGIN {
 		split(mem, p, " ")
 		acc = (t1 - t0) / 1e6; e2e = (t2 - t0) / 1e6; cpu = (c1 - c0) / 1e9
-		printf "mta=%s run=%d ok=%d n=%d sessions=%d size=%d", m, run, ok, n, s, size
+		sink = (sk1 - sk0) / hz
+		printf "mta=%s mode=%s run=%d ok=%d n=%d sessions=%d size=%d", m, mode, run, ok, n, s, size
 		printf " accept_s=%.2f accept_rate=%.1f e2e_s=%.2f e2e_rate=%.1f", acc, n / acc, e2e, n / e2e
 		printf " cpu_s=%.2f cpu_s_per_1k=%.3f", cpu, cpu * 1000 / n
 		printf " peak_rss_mb=%.1f peak_pss_mb=%.1f peak_procs=%d mem_samples=%d", p[1] / 1024, p[2] / 1024, p[3], p[4]
-		printf " client_cpu_s=%.2f", cl1 - cl0
+		# The client: smtp-source, and in relay mode the sink too.
+		printf " client_cpu_s=%.2f", cl1 - cl0 + sink
+		if (mode == "relay") printf " sink_cpu_s=%.2f", sink
 		split(st0, a, " "); split(st1, b, " "); tot = 0
 		for (i = 2; i <= 9; i++) tot += b[i] - a[i]
 		if (tot > 0) printf " host_busy_pct=%.0f host_iowait_pct=%.0f host_steal_pct=%.0f",
@@ -552,47 +674,47 @@ measure() {
 	[ "$ok" = 1 ]
 }
 
-# fsync_probe MTA: fsync-family calls per message over WARMUP messages,
-# with strace -f attached to every process of the running MTA.
+# fsync_probe MTA MODE: fsync-family calls per message over WARMUP
+# messages, with strace -f attached to every process of the running MTA.
 fsync_probe() {
-	local m=$1 md args=() p n=$WARMUP rc=0 out
-	out=$W/$m/strace.txt
+	local m=$1 mode=$2 args=() p n=$WARMUP rc=0 out
+	out=$W/$m/strace-$mode.txt
 	[ "$n" -gt 0 ] || n=200
-	md=$(maildir_of "$m")
-	say "== $m fsync probe ($n msgs under strace; its timing is not used)"
-	mta_start "$m" || { echo "mta=$m probe=fsync ok=0 why=start_failed"; return 1; }
-	clear_maildir "$md"
+	RUN_TAG=$mode-probe
+	say "== $mode: $m fsync probe ($n msgs under strace; its timing is not used)"
+	mode_start "$m" "$mode" || { echo "mta=$m mode=$mode probe=fsync ok=0 why=start_failed"; return 1; }
+	mode_clear "$m" "$mode"
 	sleep 0.5
 	for p in $(mta_pids "$m"); do args+=(-p "$p"); done
 	strace -f -qq -c -o "$out" -e trace=fsync,fdatasync,sync_file_range,syncfs "${args[@]}" 2>"$W/$m/strace.err" &
 	STRACE_PID=$!
 	sleep 1
-	source_run "$m" "$n" "$W/$m/source-probe.out" || rc=1
+	source_run "$m" "$mode" "$n" "$W/$m/source-probe.out" || rc=1
 	deadline_us
-	[ $rc = 0 ] && { wait_count "$md" "$n" "$DEADLINE" || rc=2; }
+	[ $rc = 0 ] && { wait_done "$m" "$mode" "$n" "$DEADLINE" || rc=2; }
 	sleep 1
 	kill -INT "$STRACE_PID" 2>/dev/null
 	wait "$STRACE_PID" 2>/dev/null
 	STRACE_PID=""
-	mta_stop "$m"
-	clear_maildir "$md"
-	cp "$out" "$RES/$m-strace.txt" 2>/dev/null
+	mode_stop "$m" "$mode"
+	mode_clear "$m" "$mode"
+	cp "$out" "$RES/$m-$mode-strace.txt" 2>/dev/null
 	# strace -c: "% time seconds usecs/call calls [errors] syscall"; the
 	# calls column is the 4th, the name the last.
-	awk -v m="$m" -v n="$n" -v rc="$rc" '
+	awk -v m="$m" -v mode="$mode" -v n="$n" -v rc="$rc" '
 		$NF ~ /^(fsync|fdatasync|sync_file_range|syncfs)$/ && $4 ~ /^[0-9]+$/ { c[$NF] = $4; t += $4 }
 		END {
-			printf "mta=%s probe=fsync ok=%d n=%d fsync_total=%d fsync_per_msg=%.2f", m, rc == 0, n, t, t / n
+			printf "mta=%s mode=%s probe=fsync ok=%d n=%d fsync_total=%d fsync_per_msg=%.2f", m, mode, rc == 0, n, t, t / n
 			for (k in c) printf " %s=%d", k, c[k]
 			printf "\n"
-		}' "$out" 2>/dev/null || echo "mta=$m probe=fsync ok=0 why=no_strace_output"
+		}' "$out" 2>/dev/null || echo "mta=$m mode=$mode probe=fsync ok=0 why=no_strace_output"
 }
 
 # ---------------------------------------------------------------------------
 # Summary: medians over the ok runs, and the ratio Postern/Postfix.
 # ---------------------------------------------------------------------------
-summary() {
-	awk -v mtas="$MTAS" '
+summary() { # MODE RESULTS
+	awk -v mtas="$MTAS" -v mode="$1" '
 	function kv(line, k,   i, a, n) { n = split(line, a, " "); for (i = 1; i <= n; i++) if (index(a[i], k "=") == 1) return substr(a[i], length(k) + 2); return "" }
 	function median(m, k,   n, i, j, t, v) {
 		n = cnt[m]; if (n == 0) return ""
@@ -600,6 +722,7 @@ summary() {
 		for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
 		return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
 	}
+	/^mta=/ && kv($0, "mode") != mode { next }
 	/^mta=/ && / run=/ {
 		m = kv($0, "mta"); total[m]++
 		if (kv($0, "ok") != "1") next
@@ -630,7 +753,7 @@ summary() {
 			if (nm == 2) { if (v[1] != "" && v[2] != "" && v[2] + 0 != 0) printf "%18.2f", v[1] / v[2]; else printf "%18s", "-" }
 			printf "\n"
 		}
-	}' "$1"
+	}' "$2"
 }
 
 # ---------------------------------------------------------------------------
@@ -646,6 +769,7 @@ cleanup_inner() {
 		mta_stop "$m" >/dev/null 2>&1
 		kill_leftovers "$m" >/dev/null 2>&1
 	done
+	sink_stop >/dev/null 2>&1
 	rm -f "$W/sampler.stop"
 	for m in $MTAS; do cg_remove "$m"; done
 }
@@ -661,37 +785,43 @@ inner() {
 		cg_make "$m" || die "cannot create cgroup $(cg_dir "$m")"
 		"${m}_configure" || die "configuring $m failed"
 	done
-	local out=$RES/results.txt i order failed=""
+	local out=$RES/results.txt i order mode failed=""
 	{
 		echo "# $(date -Is) contrib/bench.sh host=$(hostname) cpus=$(nproc) kernel=$(uname -r) loadavg_before=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
 		# Read-only git: no index refresh (the lead may be committing).
 		echo "# postern $(git --no-optional-locks -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)$(
 			[ -n "$(git --no-optional-locks -C "$top" status --porcelain -uno 2>/dev/null)" ] && echo "+changes"); postfix $(postconf -d -h mail_version 2>/dev/null)"
-		echo "# runs=$RUNS n=$N sessions=$SESSIONS size=$SIZE warmup=$WARMUP new connection per message"
+		echo "# runs=$RUNS n=$N sessions=$SESSIONS size=$SIZE warmup=$WARMUP modes=\"$MODES\" new connection per message"
+		echo "# relay: rcpt=$RELAY_RCPT relayhost=[$SINK_HOST]:$SINK_PORT (smtp-sink -c) smtp_tls_security_level=none"
 	} >>"$out"
-	for i in $(seq 1 "$RUNS"); do
-		order=$MTAS
-		[ $((i % 2)) = 0 ] && order=$(echo "$MTAS" | awk '{ for (i = NF; i > 0; i--) printf "%s%s", $i, (i > 1 ? " " : "") }')
-		for m in $order; do
-			case " $failed " in *" $m "*) continue ;; esac
-			# Not in a pipe: measure must run in this shell, so that
-			# cleanup_inner knows the pid of a master it started.
-			measure "$m" "$i" >"$W/line" || failed="$failed $m"
-			tee -a "$out" <"$W/line"
-			sleep 2
+	for mode in $MODES; do
+		for i in $(seq 1 "$RUNS"); do
+			order=$MTAS
+			[ $((i % 2)) = 0 ] && order=$(echo "$MTAS" | awk '{ for (i = NF; i > 0; i--) printf "%s%s", $i, (i > 1 ? " " : "") }')
+			for m in $order; do
+				case " $failed " in *" $mode:$m "*) continue ;; esac
+				# Not in a pipe: measure must run in this shell, so
+				# that cleanup_inner knows the pids it started.
+				measure "$m" "$i" "$mode" >"$W/line" || failed="$failed $mode:$m"
+				tee -a "$out" <"$W/line"
+				sleep 2
+			done
 		done
+		if [ "$FSYNC_PROBE" = 1 ]; then
+			for m in $MTAS; do
+				fsync_probe "$m" "$mode" >"$W/line"
+				tee -a "$out" <"$W/line"
+			done
+		fi
 	done
-	if [ "$FSYNC_PROBE" = 1 ]; then
-		for m in $MTAS; do
-			fsync_probe "$m" >"$W/line"
-			tee -a "$out" <"$W/line"
-		done
-	fi
-	{
+	for mode in $MODES; do
 		echo
-		echo "Local delivery, $N msgs x $RUNS runs, $SESSIONS sessions, $SIZE-byte bodies, a new connection per message:"
-		summary "$out"
-	} | tee -a "$out"
+		case $mode in
+		local) echo "Local delivery, $N msgs x $RUNS runs, $SESSIONS sessions, $SIZE-byte bodies, a new connection per message:" ;;
+		relay) echo "Relay to smtp-sink ($RELAY_RCPT via [$SINK_HOST]:$SINK_PORT), $N msgs x $RUNS runs, $SESSIONS sessions, $SIZE-byte bodies, a new connection per message:" ;;
+		esac
+		summary "$mode" "$out"
+	done | tee -a "$out"
 	for m in $MTAS; do
 		tail -n 200 "$W/$m/maillog" >"$RES/$m-maillog.tail" 2>/dev/null
 	done
@@ -718,11 +848,11 @@ mkdir -p "$RES" || die "cannot create $RES"
 case $W in /var/*) ;; *) say "bench: warning: $W is not below /var: Postfix may refuse maillog_file there" ;; esac
 [ "$(stat -c %d "$W")" = "$(stat -c %d "$(getent passwd benchuser | cut -d: -f6)")" ] ||
 	say "bench: warning: $W and ~benchuser are on different filesystems: fsync costs may differ"
-say "bench: runs=$RUNS n=$N sessions=$SESSIONS size=$SIZE warmup=$WARMUP mtas=\"$MTAS\"; work dir $W"
+say "bench: modes=\"$MODES\" runs=$RUNS n=$N sessions=$SESSIONS size=$SIZE warmup=$WARMUP mtas=\"$MTAS\"; work dir $W"
 # Both MTAs are CPU-bound here: other work on the machine shows up as noise.
 awk -v c="$(nproc)" '$1 > c / 4 { exit 0 } { exit 1 }' /proc/loadavg &&
 	say "bench: note: load average $(cut -d' ' -f1-3 /proc/loadavg) before the start: other work is running, expect noise"
-export W RES RUNS N SESSIONS SIZE WARMUP TIMEOUT MTAS FSYNC_PROBE BENCH_NO_CGROUP
+export W RES RUNS N SESSIONS SIZE WARMUP TIMEOUT MTAS MODES RELAY_RCPT FSYNC_PROBE BENCH_NO_CGROUP
 # In the background so that the traps here run at once: Ctrl-C or a TERM
 # is passed on as TERM, and the inner shell stops both MTAs before it exits
 # (a background job ignores SIGINT, so it would not see Ctrl-C itself).
