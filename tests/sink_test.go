@@ -25,9 +25,17 @@ type Sink struct {
 	mu       sync.Mutex
 	Messages []SinkMessage
 	// RcptReply, when set, answers RCPT for an address (e.g. a 550).
+	// Change it while mail flows only through SetRcptReply.
 	RcptReply map[string]*smtp.Reply
 	// GreetDelay stalls the greeting (a greeting timeout test).
 	cfg smtp.ServerConfig
+
+	// Options beyond ServerConfig, set with their setters (they are read
+	// under mu when a connection or command arrives).
+	greeting     *smtp.Reply // the only reply of every session (e.g. 421)
+	hide8BitMIME bool        // a 7-bit server: no 8BITMIME in the EHLO reply
+	requireAuth  bool        // MAIL before AUTH gets 530 5.7.0
+	conns, mails int         // connections accepted, MAIL commands seen
 }
 
 // SinkMessage is one message the sink accepted.
@@ -37,6 +45,8 @@ type SinkMessage struct {
 	Data  string
 	Body  string // BODY= parameter
 	TLS   bool
+	Auth  string // the user that authenticated, "" for none
+	UTF8  bool   // the SMTPUTF8 parameter
 }
 
 // StartSink listens on ip:port (port 25 for MX tests) until the test ends.
@@ -57,6 +67,25 @@ func StartSink(t testing.TB, ip string, port int, mod func(*smtp.ServerConfig)) 
 			if err != nil {
 				return
 			}
+			s.mu.Lock()
+			s.conns++
+			greet, hide := s.greeting, s.hide8BitMIME
+			s.mu.Unlock()
+			if greet != nil {
+				// A server that refuses at the greeting says its one
+				// line and hangs up (RFC 5321 3.1).
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				text := greet.Text
+				if greet.Enhanced != "" {
+					text = greet.Enhanced + " " + text
+				}
+				fmt.Fprintf(c, "%d %s\r\n", greet.Code, text)
+				c.Close()
+				continue
+			}
+			if hide {
+				c = &no8BitConn{Conn: c}
+			}
 			go func() {
 				cfg := s.cfg
 				h := &sinkHandler{s: s}
@@ -68,6 +97,67 @@ func StartSink(t testing.TB, ip string, port int, mod func(*smtp.ServerConfig)) 
 	}()
 	t.Cleanup(func() { ln.Close() })
 	return s
+}
+
+// SetRcptReply makes the sink answer RCPT for addr with r from now on;
+// nil accepts addr again.
+func (s *Sink) SetRcptReply(addr string, r *smtp.Reply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r == nil {
+		delete(s.RcptReply, strings.ToLower(addr))
+		return
+	}
+	s.RcptReply[strings.ToLower(addr)] = r
+}
+
+// SetGreeting makes the sink answer every new connection with r alone and
+// hang up: a 421 for a server that is busy or shutting down. nil restores
+// the normal 220.
+func (s *Sink) SetGreeting(r *smtp.Reply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.greeting = r
+}
+
+// SetHide8BitMIME makes new connections leave 8BITMIME out of the EHLO
+// reply: a server that only takes 7-bit data (RFC 6152). The engine would
+// still take BODY=8BITMIME; SinkMessage.Body shows whether it was sent.
+// Only for connections without TLS (the filter sees the cleartext).
+func (s *Sink) SetHide8BitMIME(hide bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hide8BitMIME = hide
+}
+
+// SetRequireAuth makes MAIL before a successful AUTH fail with 530 5.7.0,
+// as a smarthost does for clients outside its networks.
+func (s *Sink) SetRequireAuth(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requireAuth = on
+}
+
+// Stats returns how many connections the sink accepted and how many MAIL
+// commands reached its handler (accepted or not).
+func (s *Sink) Stats() (conns, mails int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns, s.mails
+}
+
+// no8BitConn removes the "250-8BITMIME" line from what the engine writes.
+// The engine never puts 8BITMIME last in its EHLO reply (ENHANCEDSTATUSCODES
+// follows), and writes a reply in one buffered write, so the line is
+// always whole in one Write.
+type no8BitConn struct{ net.Conn }
+
+func (c *no8BitConn) Write(p []byte) (int, error) {
+	q := bytes.ReplaceAll(p, []byte("250-8BITMIME\r\n"), nil)
+	if _, err := c.Conn.Write(q); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // Wait waits until the sink holds n messages.
@@ -92,7 +182,15 @@ type sinkHandler struct {
 
 func (h *sinkHandler) Hello(string, bool) *smtp.Reply { return nil }
 func (h *sinkHandler) Mail(from address.Address, p smtp.MailParams) *smtp.Reply {
-	h.cur = SinkMessage{From: from.String(), Body: p.Body}
+	h.s.mu.Lock()
+	h.s.mails++
+	needAuth := h.s.requireAuth
+	h.s.mu.Unlock()
+	user := h.sess.AuthUser()
+	if needAuth && user == "" {
+		return &smtp.Reply{Code: 530, Enhanced: "5.7.0", Text: "Authentication required"}
+	}
+	h.cur = SinkMessage{From: from.String(), Body: p.Body, Auth: user, UTF8: p.SMTPUTF8}
 	return nil
 }
 func (h *sinkHandler) Rcpt(to address.Address, p smtp.RcptParams) *smtp.Reply {
