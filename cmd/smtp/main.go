@@ -50,6 +50,7 @@ import (
 	"postern/internal/dns"
 	"postern/internal/ipc"
 	"postern/internal/log"
+	"postern/internal/mime7bit"
 	"postern/internal/queue"
 	"postern/internal/service"
 	"postern/internal/smtp"
@@ -177,6 +178,30 @@ func (a *agent) request(ctx context.Context, req *ipc.Msg, files []*os.File) *ip
 	return resp
 }
 
+// convertFor returns the envelope and message to send to c: as stored, or,
+// for an 8-bit message and a server without 8BITMIME, converted to 7 bits
+// (quoted-printable or base64 per MIME part, RFC 6152 section 3) while it
+// is sent. A message whose 8-bit header fields cannot be encoded is an
+// error: the caller bounces it.
+func convertFor(c *smtp.Client, e *smtp.Envelope, msg *io.SectionReader) (*smtp.Envelope, io.Reader, error) {
+	if _, ok := c.Extensions()["8BITMIME"]; ok || !e.Body8Bit {
+		return e, io.NewSectionReader(msg, 0, msg.Size()), nil
+	}
+	// A dry run first: the conversion fails, if it does, on the header,
+	// before anything is sent.
+	if err := mime7bit.Convert(io.Discard, io.NewSectionReader(msg, 0, msg.Size())); err != nil {
+		return nil, nil, err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		pw.CloseWithError(mime7bit.Convert(pw, io.NewSectionReader(msg, 0, msg.Size())))
+	}()
+	cp := *e
+	cp.Body8Bit = false
+	cp.Size = 0 // grows with the encoding; SIZE= would understate it
+	return &cp, pr, nil
+}
+
 // needsUTF8 reports whether the envelope or the header section has
 // non-ASCII text, which only an SMTPUTF8 server may receive.
 func needsUTF8(e *smtp.Envelope, msg *io.SectionReader) bool {
@@ -248,7 +273,15 @@ func (a *agent) deliver(ctx context.Context, id, nexthop string, e *smtp.Envelop
 			lastErr = err
 			continue
 		}
-		res, err := c.Send(ctx, e, io.NewSectionReader(msg, 0, msg.Size()))
+		send, body, perr := convertFor(c, e, msg)
+		if perr != nil {
+			a.release(nexthop, c, peer, true)
+			return all(n, status{"bounce", "5.6.3", fmt.Sprintf("host %s does not take 8-bit mail (no 8BITMIME) and the message cannot be converted to 7 bits: %v", peer, perr), peer})
+		}
+		res, err := c.Send(ctx, send, body)
+		if pc, ok := body.(io.Closer); ok {
+			pc.Close() // ends the converter if Send stopped reading early
+		}
 		if errors.Is(err, smtp.ErrNoSMTPUTF8) {
 			a.release(nexthop, c, peer, true)
 			return all(n, status{"bounce", "5.6.7", "SMTPUTF8 is required, but was not offered by host " + peer, peer})
