@@ -997,8 +997,12 @@ func TestOpsRecovery(t *testing.T) {
 	truncated := opsFakeID(2)
 	put("incoming", truncated, "POSTERN-QUEUE 1\narrival 1700000000123456789\n")
 	leftover := opsFakeID(3)
-	put("tmp", leftover, "POSTERN-QUEUE 1\narrival 1700000000123456789\nsize 0000")
-	put("tmp", "stray-file", "x")
+	// Leftovers of a writer that died a while ago: a sweep leaves tmp/
+	// files younger than queue.TmpGrace alone (a live cleanup creates a
+	// file and locks it a moment later).
+	old := time.Now().Add(-2 * time.Minute)
+	os.Chtimes(put("tmp", leftover, "POSTERN-QUEUE 1\narrival 1700000000123456789\nsize 0000"), old, old)
+	os.Chtimes(put("tmp", "stray-file", "x"), old, old)
 	// The deferred message as a crash during its delivery would leave it.
 	if err := os.Rename(filepath.Join(in.Spool, "deferred", id), filepath.Join(in.Spool, "active", id)); err != nil {
 		t.Fatal(err)

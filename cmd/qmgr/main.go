@@ -305,6 +305,7 @@ func (q *qmgr) timer() {
 		case <-t.C:
 			q.scanDue()
 			q.scan("incoming")
+			queue.SweepTmp(".", log.Infof)
 		}
 	}
 }

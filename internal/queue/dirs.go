@@ -114,15 +114,11 @@ func Recover(spool string, logf func(format string, args ...any)) error {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	ents, err := os.ReadDir(filepath.Join(spool, Tmp))
-	if err != nil {
-		return fmt.Errorf("queue: recover: %w", err)
-	}
-	for _, e := range ents {
-		recoverTmp(filepath.Join(spool, Tmp, e.Name()), e, logf)
+	if err := SweepTmp(spool, logf); err != nil {
+		return err
 	}
 
-	ents, err = os.ReadDir(filepath.Join(spool, Active))
+	ents, err := os.ReadDir(filepath.Join(spool, Active))
 	if err != nil {
 		return fmt.Errorf("queue: recover: %w", err)
 	}
@@ -169,11 +165,38 @@ func Recover(spool string, logf func(format string, args ...any)) error {
 	return nil
 }
 
-// recoverTmp removes a tmp/ file unless a live writer holds its lock.
+// TmpGrace is how old an unlocked tmp/ file must be before a sweep
+// removes it: cleanup creates a file and locks it a moment later, and a
+// sweep must not take that moment for a dead writer (nor lock the file
+// itself under cleanup's nose).
+const TmpGrace = time.Minute
+
+// SweepTmp removes the tmp/ files of writers that are gone: unlocked and
+// older than TmpGrace. qmgr runs it at start (within Recover) and then
+// periodically, so the leftovers of a crash go away while mail flows.
+func SweepTmp(spool string, logf func(format string, args ...any)) error {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	ents, err := os.ReadDir(filepath.Join(spool, Tmp))
+	if err != nil {
+		return fmt.Errorf("queue: sweep tmp: %w", err)
+	}
+	for _, e := range ents {
+		recoverTmp(filepath.Join(spool, Tmp, e.Name()), e, logf)
+	}
+	return nil
+}
+
+// recoverTmp removes a tmp/ file unless a live writer holds its lock or it
+// is younger than TmpGrace.
 func recoverTmp(path string, e fs.DirEntry, logf func(string, ...any)) {
 	name := e.Name()
 	if e.IsDir() {
 		logf("warning: %s/%s: unexpected directory, left alone", Tmp, name)
+		return
+	}
+	if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) < TmpGrace {
 		return
 	}
 	if e.Type().IsRegular() {

@@ -543,6 +543,13 @@ func TestRecover(t *testing.T) {
 	dead := NewID()
 	os.WriteFile(Path(spool, Tmp, dead), []byte("POSTERN-QUEUE 1\narrival 1\n"), 0o600)
 	os.WriteFile(filepath.Join(spool, Tmp, "stray"), nil, 0o600)
+	// Leftovers of a crash are older than TmpGrace; a fresh unlocked file
+	// (a writer between create and lock) is left alone.
+	old := time.Now().Add(-2 * TmpGrace)
+	os.Chtimes(Path(spool, Tmp, dead), old, old)
+	os.Chtimes(filepath.Join(spool, Tmp, "stray"), old, old)
+	young := NewID()
+	os.WriteFile(Path(spool, Tmp, young), nil, 0o600)
 	// Two messages interrupted in active/.
 	a1 := commit(t, spool, env, []byte("one"))
 	a2 := commit(t, spool, env, []byte("two"))
@@ -571,7 +578,7 @@ func TestRecover(t *testing.T) {
 	logText := strings.Join(log, "\n")
 	t.Log(logText)
 
-	if ids, other, _ := ListAll(spool, Tmp); !slices.Equal(ids, []ID{live.ID()}) || len(other) != 0 {
+	if ids, other, _ := ListAll(spool, Tmp); !slices.Equal(ids, []ID{live.ID(), young}) || len(other) != 0 {
 		t.Errorf("tmp/ after Recover: %v %v", ids, other)
 	}
 	if ids, other, _ := ListAll(spool, Active); len(ids)+len(other) != 0 {
