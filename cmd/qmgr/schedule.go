@@ -137,7 +137,7 @@ func (q *qmgr) settle(id queue.ID, qf *queue.File, groups map[destKey][]int, res
 				if !strings.HasPrefix(results[i].dsn, "4.") && !strings.HasPrefix(results[i].dsn, "5.") {
 					results[i].dsn = "4.4.7"
 				}
-				log.Infof("%s: to=<%s>, relay=none, delay=%.0f, dsn=%s, status=expired, returned to sender", id, env.Recipients[i].Addr, age.Seconds(), results[i].dsn)
+				log.Infof("%s: to=<%s>, relay=none, delay=%.2f, dsn=%s, status=expired, returned to sender", id, env.Recipients[i].Addr, age.Seconds(), results[i].dsn)
 				failed = append(failed, i)
 				continue
 			}
