@@ -601,7 +601,7 @@ func (m *master) readControl(p *proc) {
 }
 
 func programName(sc config.Service) string {
-	name := sc.Name
+	name := strings.TrimPrefix(sc.Name, config.LoginPrefix)
 	if name == sc.Command || sc.Type == "inet" && (strings.ContainsAny(name, ":.[") || isDigits(name) || name == "smtp") {
 		return "postern/" + sc.Command
 	}

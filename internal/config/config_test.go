@@ -491,7 +491,7 @@ func TestLoadAndFiles(t *testing.T) {
 			t.Errorf("default postern.conf sets %s", s.Name)
 		}
 	}
-	if len(c.Services()) != 7 || c.Get("config_directory") != dir {
+	if len(c.Services()) != 9 || c.Get("config_directory") != dir {
 		t.Errorf("services %d, config_directory %q", len(c.Services()), c.Get("config_directory"))
 	}
 	data, _ := os.ReadFile(filepath.Join(dir, MainFile))

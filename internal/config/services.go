@@ -125,6 +125,11 @@ func parseInetName(name string) (inetAddr, error) {
 	return inetAddr{host: a.Unmap().String(), port: n}, nil
 }
 
+// LoginPrefix starts the name of a unix service whose socket is in the
+// spool's login/ directory (login/pop3d, login/imapd): the one directory
+// the login front ends can reach from their chroot.
+const LoginPrefix = "login/"
+
 // checkSocketName accepts a name for a socket in private/ or public/.
 func checkSocketName(name string) error {
 	if name == "" || len(name) > 64 || name == "." || name == ".." || name[0] == '-' {
@@ -175,6 +180,14 @@ func (s Service) ListenAddr(c *Config) ([]string, error) {
 		}
 		return out, nil
 	case TypeUnix, TypePass:
+		if rest, ok := strings.CutPrefix(s.Name, LoginPrefix); ok {
+			// A session service that the chrooted login front ends
+			// reach: its socket lives in the spool's login/ directory.
+			if err := checkSocketName(rest); err != nil {
+				return nil, fmt.Errorf("service %s: %w", s.Name, err)
+			}
+			return []string{s.Name}, nil
+		}
 		if err := checkSocketName(s.Name); err != nil {
 			return nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
@@ -299,7 +312,7 @@ func parseServiceLine(text, file string, line int, base *Config) (Service, error
 			return fail(truncate(s.Name), "%v", err)
 		}
 	case TypeUnix, TypePass:
-		if err := checkSocketName(s.Name); err != nil {
+		if err := checkSocketName(strings.TrimPrefix(s.Name, LoginPrefix)); err != nil {
 			return fail("", "%v", err)
 		}
 	default:

@@ -23,6 +23,7 @@ const DefaultServices = `# services.conf: the daemons that master runs. See serv
 # Columns, and what - means in each:
 #   service  inet: port, port name (smtp, submission, submissions, ...),
 #            host:port or [ipv6]:port; unix and pass: the socket name
+#            (login/NAME: a socket in login/, for the login front ends)
 #   type     inet (TCP), unix (Unix socket), pass (Unix socket that is
 #            handed connections accepted elsewhere)
 #   private  y: socket in private/, reachable by the mail system only;
@@ -56,6 +57,23 @@ smtp        unix  y       -       y       -       -       smtp
 # not chrooted, so that it can reach a Unix socket outside the spool.
 lmtp        unix  y       -       n       -       -       smtp
 auth        unix  y       -       n       -       -       auth
+# Local submission: sendmail(1) and postern-drop(1) write into maildrop/;
+# pickup feeds it to cleanup (public/pickup is the wake-up socket).
+pickup      unix  n       -       y       -       1       pickup
+# mailq(1) for local users, through postern-drop (public/showq).
+showq       unix  n       -       y       -       -       showq
+# Reading mail (README "Reading mail"): uncomment a block. The login
+# front ends run chrooted without mailbox rights; login/pop3d and
+# login/imapd start each session as the mailbox owner. TLS comes from
+# pop3d_tls_cert_file / imapd_tls_cert_file (default: the smtpd files).
+#pop3       inet  n       -       y       -       -       pop3-login
+#pop3s      inet  n       -       y       -       -       pop3-login
+#  -o pop3d_tls_wrappermode=yes
+#login/pop3d unix -       n       n       -       -       pop3d
+#imap       inet  n       -       y       -       -       imap-login
+#imaps      inet  n       -       y       -       -       imap-login
+#  -o imapd_tls_wrappermode=yes
+#login/imapd unix -       n       n       -       -       imapd
 `
 
 // defaultMain renders the default postern.conf: every setting commented out

@@ -27,6 +27,7 @@
 //	smtputf8 no
 //	ret FULL
 //	envid -
+//	uid 1000                             (optional: a local submitter)
 //	rcpt - rfc822;bob@example.net SUCCESS,FAILURE bob@example.net
 //	rcpt D - - carol@example.net
 //	end-envelope
@@ -107,6 +108,12 @@ const (
 	// Empty is the chroot of daemons that need nothing on disk at all
 	// (smtp): root's, mode 0555, and kept empty.
 	Empty = "empty"
+	// Login is the chroot of the login front ends (pop3-login,
+	// imap-login): root's, mode 0755, holding only the sockets of the
+	// session services they hand authenticated clients to (login/pop3d,
+	// login/imapd). As Dovecot's login directory: a login process reaches
+	// nothing else.
+	Login = "login"
 )
 
 // Owner kinds of the spool directories.
@@ -140,6 +147,7 @@ var Dirs = []Dir{
 	{Name: Public, Mode: 0o710, Owner: OwnerMailSetgid},
 	{Name: PID, Mode: 0o700, Owner: OwnerRoot},
 	{Name: Empty, Mode: 0o555, Owner: OwnerRoot},
+	{Name: Login, Mode: 0o755, Owner: OwnerRoot},
 }
 
 // UnixMode returns the mode as chmod(2) wants it, e.g. 01730.

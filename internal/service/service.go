@@ -78,6 +78,8 @@ type Daemon struct {
 	// chrootEmpty: chroot into the spool's empty/ directory instead of
 	// the spool (a daemon that needs no file after start).
 	chrootEmpty bool
+	// chrootLogin: chroot into the spool's login/ directory (login front ends).
+	chrootLogin bool
 	drainOnce   sync.Once
 	ctl         *os.File
 }
@@ -191,8 +193,11 @@ func (d *Daemon) Drop(keepCaps ...int) {
 	}
 	if d.Service.Chroot {
 		spec.Chroot = spool
-		if d.chrootEmpty {
+		switch {
+		case d.chrootEmpty:
 			spec.Chroot = filepath.Join(spool, queue.Empty)
+		case d.chrootLogin:
+			spec.Chroot = filepath.Join(spool, queue.Login)
 		}
 	}
 	if _, err := privsep.Drop(spec); err != nil {
@@ -209,6 +214,17 @@ func (d *Daemon) DropEmpty(keepCaps ...int) {
 	d.chrootEmpty = true
 	d.Drop(keepCaps...)
 }
+
+// DropLogin is Drop for a login front end (pop3-login, imap-login): when
+// chrooted, it is confined to the spool's login/ directory, which holds
+// only the sockets of the session services.
+func (d *Daemon) DropLogin() {
+	d.chrootLogin = true
+	d.Drop()
+}
+
+// Chrooted reports whether Drop confines the daemon to a chroot.
+func (d *Daemon) Chrooted() bool { return d.Service.Chroot && os.Geteuid() == 0 }
 
 // Context is cancelled when master asks the daemon to quit.
 func (d *Daemon) Context() context.Context { return d.ctx }
