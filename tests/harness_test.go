@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Chmod(dir, 0o755)
-	cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "../cmd/master", "../cmd/smtpd", "../cmd/cleanup", "../cmd/qmgr", "../cmd/local", "../cmd/smtp", "../cmd/auth", "../cmd/postern")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "../cmd/...")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -109,6 +109,11 @@ type Options struct {
 	// Users are passwd-file users: address -> password. Default (with
 	// Submission): demo@example.test/demo-secret, other@example.test/other-secret.
 	Users map[string]string
+	// MailAccess implies Submission and adds the reading-mail services:
+	// pop3 (STLS) on POP3Addr, pop3s on POP3SAddr, imap (STARTTLS) on
+	// IMAPAddr, imaps on IMAPSAddr, and the session services login/pop3d
+	// and login/imapd.
+	MailAccess bool
 	// Services are extra services.conf lines.
 	Services []string
 	// DNS is the instance's resolver (dns_servers): no query ever leaves
@@ -129,6 +134,8 @@ type Instance struct {
 	// With Options.Submission:
 	SubmissionAddr  string // STARTTLS, AUTH required
 	SubmissionsAddr string // implicit TLS (RFC 8314)
+	// With Options.MailAccess:
+	POP3Addr, POP3SAddr, IMAPAddr, IMAPSAddr string
 	DNS             *dnstest.Server
 	CertFile        string
 	uid, gid        int // the owner of mailboxes (vmail, or the unprivileged user)
@@ -214,8 +221,12 @@ func Start(t testing.TB, o Options) *Instance {
 	if s == string(svc) {
 		t.Fatalf("services.conf has no smtp line:\n%s", svc)
 	}
-	if o.Submission {
+	s = dropMissing(t, s)
+	if o.Submission || o.MailAccess {
 		s += in.setupSubmission()
+	}
+	if o.MailAccess {
+		s += in.setupMailAccess()
 	}
 	for _, l := range o.Services {
 		s += l + "\n"
@@ -271,6 +282,35 @@ func (in *Instance) setupSubmission() string {
 	opts := "  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n  -o smtpd_sender_restrictions=reject_sender_login_mismatch\n"
 	return in.SubmissionAddr + " inet n - y - - smtpd\n  -o smtpd_tls_security_level=encrypt\n" + opts +
 		in.SubmissionsAddr + " inet n - y - - smtpd\n  -o smtpd_tls_wrappermode=yes\n" + opts
+}
+
+// dropMissing comments out default services whose program is not built
+// yet (work in progress on other programs must not stop every test).
+func dropMissing(t testing.TB, conf string) string {
+	lines := strings.Split(conf, "\n")
+	for i, l := range lines {
+		f := strings.Fields(l)
+		if len(f) >= 8 && !strings.HasPrefix(l, "#") && !strings.HasPrefix(l, " ") {
+			if _, err := os.Stat(filepath.Join(binDir, f[7])); err != nil {
+				t.Logf("services.conf: %s not built, service %s left out", f[7], f[0])
+				lines[i] = "#" + l
+			}
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// setupMailAccess returns the services.conf lines of POP3 and IMAP, each
+// on a free port, with the session services they hand logins to.
+func (in *Instance) setupMailAccess() string {
+	addr := func() string { return fmt.Sprintf("127.0.0.1:%d", FreePort(in.t)) }
+	in.POP3Addr, in.POP3SAddr, in.IMAPAddr, in.IMAPSAddr = addr(), addr(), addr(), addr()
+	return in.POP3Addr + " inet n - y - - pop3-login\n" +
+		in.POP3SAddr + " inet n - y - - pop3-login\n  -o pop3d_tls_wrappermode=yes\n" +
+		"login/pop3d unix - n n - - pop3d\n" +
+		in.IMAPAddr + " inet n - y - - imap-login\n" +
+		in.IMAPSAddr + " inet n - y - - imap-login\n  -o imapd_tls_wrappermode=yes\n" +
+		"login/imapd unix - n n - - imapd\n"
 }
 
 func (in *Instance) write(name, content string) {
