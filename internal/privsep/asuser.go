@@ -71,3 +71,8 @@ func switchFS(uid, gid int) error {
 	}
 	return nil
 }
+
+// CanSwitch reports whether this process, having dropped privilege with
+// CAP_SETUID and CAP_SETGID kept, may act as (or start processes as)
+// other users.
+func CanSwitch() bool { return switchIDs }

@@ -339,3 +339,8 @@ func parseStatus(r io.Reader, path string) (Status, error) {
 	}
 	return st, sc.Err()
 }
+
+// NoNewPrivs sets PR_SET_NO_NEW_PRIVS on every thread: for a process
+// started already unprivileged (a POP3 or IMAP session) that must never
+// gain privilege through an exec.
+func NoNewPrivs() error { return noNewPrivs() }

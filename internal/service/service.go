@@ -70,6 +70,11 @@ type Daemon struct {
 	Config    *config.Config // with the service's -o overrides applied
 	Service   config.Service
 	Listeners []net.Listener
+	// Snapshot is the configuration as master handed it over (or as read
+	// from ConfigDir), for a process this daemon starts itself (a POP3 or
+	// IMAP session) to run on the same configuration.
+	Snapshot  []byte
+	ConfigDir string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -96,11 +101,11 @@ func Init(program string) *Daemon {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		log.Fatalf("%s: bad arguments: %v", program, err)
 	}
-	cfg, err := loadConfig(*dir)
+	cfg, snap, err := loadConfig(*dir)
 	if err != nil {
 		log.Fatalf("%s: configuration: %v", program, err)
 	}
-	d := &Daemon{Program: program, Config: cfg}
+	d := &Daemon{Program: program, Config: cfg, Snapshot: snap, ConfigDir: *dir}
 	found := false
 	for _, s := range cfg.Services() {
 		if s.Name == *name && s.Type == *typ {
@@ -143,17 +148,18 @@ func Init(program string) *Daemon {
 
 // loadConfig reads the snapshot master handed over, or the files when the
 // daemon was started by hand.
-func loadConfig(dir string) (*config.Config, error) {
+func loadConfig(dir string) (*config.Config, []byte, error) {
 	if os.Getenv(EnvConfigFD) == "" {
-		return config.Load(dir)
+		return config.LoadSnapshot(dir)
 	}
 	f := os.NewFile(ConfigFD, "config")
 	defer f.Close()
 	snap, err := io.ReadAll(io.LimitReader(io.NewSectionReader(f, 0, 64<<20), 64<<20))
 	if err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
+		return nil, nil, fmt.Errorf("snapshot: %w", err)
 	}
-	return config.FromSnapshot(dir, snap)
+	cfg, err := config.FromSnapshot(dir, snap)
+	return cfg, snap, err
 }
 
 func (d *Daemon) watchControl() {

@@ -1,0 +1,359 @@
+package postlogin
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"postern/internal/address"
+	"postern/internal/authclient"
+	"postern/internal/ipc"
+	"postern/internal/log"
+	"postern/internal/passwd"
+	"postern/internal/privsep"
+	"postern/internal/route"
+	"postern/internal/service"
+)
+
+// Environment of a session process.
+const (
+	envSession = "POSTERN_SESSION"
+	envUser    = "POSTERN_USER"
+	envMail    = "POSTERN_MAIL"
+	envHome    = "POSTERN_HOME"
+	envClient  = "POSTERN_CLIENT"
+	envLocal   = "POSTERN_LOCAL"
+	envTLS     = "POSTERN_TLS"
+	envService = "POSTERN_SERVICE"
+	envConfDir = "POSTERN_CONFIG_DIR"
+)
+
+// Descriptors of a session process.
+const (
+	sessionConnFD   = 3
+	sessionConfigFD = 4
+)
+
+type acceptor struct {
+	d       *service.Daemon
+	auth    *authclient.Client
+	route   *route.Resolver
+	users   *passwd.DB
+	program string
+
+	mu      sync.Mutex
+	total   int
+	perUser map[string]int // user + "\x00" + client IP
+	limit   int
+	userIP  int
+	wg      sync.WaitGroup
+	// spawn runs exec requests on one locked thread: Pdeathsig follows the
+	// thread that forked the child, and this one never exits.
+	spawnCh chan spawnReq
+}
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// ServeAcceptor is the main loop of pop3d and imapd when master runs them
+// as a session service. It never returns; sessions still running when
+// master stops the service are told to end (SIGTERM).
+func ServeAcceptor(d *service.Daemon) {
+	users, err := passwd.Load("/etc/passwd", "/etc/group")
+	if err != nil {
+		d.Fatalf("%v", err)
+	}
+	rt, err := route.New(d.Config, users)
+	if err != nil {
+		d.Fatalf("%v", err)
+	}
+	a := &acceptor{d: d, route: rt, users: users, program: d.Program, perUser: map[string]int{},
+		limit: int(d.Config.Int("mail_session_limit")), userIP: int(d.Config.Int("mail_max_userip_connections")),
+		spawnCh: make(chan spawnReq)}
+	// private/ belongs to mail_owner: dial auth with that account's
+	// filesystem ids, as local does.
+	uid, gid := os.Getuid(), os.Getgid()
+	if os.Geteuid() == 0 {
+		u, ok := users.User(d.Config.Get("mail_owner"))
+		if !ok {
+			d.Fatalf("mail_owner %s: no such user", d.Config.Get("mail_owner"))
+		}
+		uid, gid = u.UID, u.GID
+	}
+	sock := filepath.Join(d.Config.Get("queue_directory"), "private", "auth")
+	a.auth = &authclient.Client{Timeout: 30 * time.Second, Dial: func() (*ipc.Conn, error) {
+		var c *ipc.Conn
+		err := privsep.AsUser(uid, gid, func() error {
+			var err error
+			c, err = ipc.Dial(sock, 10*time.Second)
+			return err
+		})
+		return c, err
+	}}
+	rt.SetUserDB(a.auth)
+	go a.spawner()
+	d.Drop(privsep.CapSetuid, privsep.CapSetgid)
+	d.Serve(0, a.handle)
+	// Drained (reload or stop): sessions under way go on until they end,
+	// unless master asked us to quit.
+	done := make(chan struct{})
+	go func() { a.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-d.Context().Done():
+		a.signalAll(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			a.signalAll(syscall.SIGKILL)
+		}
+	}
+	os.Exit(0)
+}
+
+func (a *acceptor) spawner() {
+	runtime.LockOSThread()
+	for r := range a.spawnCh {
+		r.done <- r.cmd.Start()
+	}
+}
+
+var (
+	sessionsMu sync.Mutex
+	sessions   = map[*os.Process]bool{}
+)
+
+func (a *acceptor) signalAll(sig syscall.Signal) {
+	sessionsMu.Lock()
+	defer sessionsMu.Unlock()
+	for p := range sessions {
+		p.Signal(sig)
+	}
+}
+
+// handle serves one login request from a login front end.
+func (a *acceptor) handle(ctx context.Context, nc net.Conn) {
+	defer nc.Close()
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		return
+	}
+	c := ipc.NewConn(uc, maxFrame)
+	req, files, err := c.Recv(30 * time.Second)
+	if err != nil {
+		log.Warnf("login request: %v", err)
+		return
+	}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	reply := func(status, code, user, reason string) {
+		c.Send(ipc.NewMsg("status", status, "code", code, "user", user, "reason", reason))
+	}
+	if req.Get("op") != "login" || len(files) != 1 {
+		log.Warnf("bad login request: op=%q descriptors=%d", req.Get("op"), len(files))
+		reply("error", CodeTemp, "", "Internal error")
+		return
+	}
+	svc, user, client := req.Get("service"), req.Get("user"), req.Get("client_addr")
+	rip := client
+	if h, _, err := net.SplitHostPort(client); err == nil {
+		rip = h
+	}
+	tag := fmt.Sprintf("user=<%s> method=%s rip=%s", user, req.Get("mech"), rip)
+	u, ok, reason, err := a.auth.Login(svc, user, req.Get("password"), client)
+	if err != nil {
+		log.Warnf("auth unavailable: %s: %v", tag, err)
+		reply("error", CodeTemp, "", "Authentication temporarily unavailable")
+		return
+	}
+	if !ok {
+		log.Infof("auth failed: %s reason=%s", tag, reason)
+		reply("fail", CodeAuth, "", "Authentication failed")
+		return
+	}
+	mb, err := a.mailbox(u)
+	if err != nil {
+		log.Errorf("login %s: no usable mailbox: %v", tag, err)
+		reply("error", CodeTemp, u.Name, "Mailbox unavailable")
+		return
+	}
+	key := u.Name + "\x00" + rip
+	a.mu.Lock()
+	if a.total >= a.limit {
+		a.mu.Unlock()
+		log.Warnf("login %s refused: %d sessions running (mail_session_limit)", tag, a.limit)
+		reply("error", CodeLimit, u.Name, "Too many sessions, try again later")
+		return
+	}
+	if a.perUser[key] >= a.userIP {
+		a.mu.Unlock()
+		log.Warnf("login %s refused: %d sessions from this address (mail_max_userip_connections)", tag, a.userIP)
+		reply("error", CodeLimit, u.Name, "Too many sessions from your address")
+		return
+	}
+	a.total++
+	a.perUser[key]++
+	a.mu.Unlock()
+	release := func() {
+		a.mu.Lock()
+		a.total--
+		if a.perUser[key]--; a.perUser[key] <= 0 {
+			delete(a.perUser, key)
+		}
+		a.mu.Unlock()
+	}
+	p, err := a.start(req, u, mb, files[0])
+	if err != nil {
+		release()
+		log.Errorf("login %s: cannot start session: %v", tag, err)
+		reply("error", CodeTemp, u.Name, "Cannot start session")
+		return
+	}
+	log.Infof("login: %s lip=%s tls=%s mailbox=%s uid=%d session=%d", tag, req.Get("local_addr"), req.Get("tls"), mb.Path, mb.UID, p.Pid)
+	reply("ok", "", u.Name, "")
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		st, err := p.Wait()
+		sessionsMu.Lock()
+		delete(sessions, p)
+		sessionsMu.Unlock()
+		release()
+		if err != nil {
+			log.Errorf("session %d of <%s>: %v", p.Pid, u.Name, err)
+		} else if !st.Success() {
+			log.Warnf("session %d of <%s> ended: %s", p.Pid, u.Name, st)
+		}
+	}()
+}
+
+// mailbox finds where the user's mail is, as local delivers it.
+func (a *acceptor) mailbox(u authclient.User) (route.Mailbox, error) {
+	var mb route.Mailbox
+	var err error
+	if strings.Contains(u.Name, "@") {
+		addr, perr := address.Parse(u.Name, true)
+		if perr != nil {
+			return mb, perr
+		}
+		switch a.route.Classify(addr) {
+		case route.Virtual:
+			mb, err = a.route.VirtualMailbox(addr)
+		case route.Local:
+			mb, err = a.route.LocalMailbox(addr.Local)
+		default:
+			mb, err = a.fromAuth(u)
+		}
+	} else if _, ok := a.users.User(u.Name); ok {
+		mb, err = a.route.LocalMailbox(u.Name)
+	} else {
+		mb, err = a.fromAuth(u)
+	}
+	if err != nil {
+		return mb, err
+	}
+	if !mb.Maildir {
+		return mb, fmt.Errorf("%s is not a Maildir (POP3 and IMAP serve Maildir only)", mb.Path)
+	}
+	if mb.UID == 0 {
+		return mb, fmt.Errorf("%s belongs to uid 0: sessions never run as root", mb.Path)
+	}
+	return mb, nil
+}
+
+func (a *acceptor) fromAuth(u authclient.User) (route.Mailbox, error) {
+	p := u.Mail
+	if p == "" && u.Home != "" {
+		p = filepath.Join(u.Home, "Maildir") + "/"
+	}
+	if p == "" || u.UID < 0 || u.GID < 0 {
+		return route.Mailbox{}, fmt.Errorf("the user database gives no mailbox, uid and gid for %s", u.Name)
+	}
+	return route.Mailbox{Path: p, Maildir: strings.HasSuffix(p, "/"), UID: u.UID, GID: u.GID, User: u.Name}, nil
+}
+
+// start execs the session: the same program, as the mailbox owner.
+func (a *acceptor) start(req *ipc.Msg, u authclient.User, mb route.Mailbox, stream *os.File) (*os.Process, error) {
+	cfg := a.d.Config
+	path := filepath.Join(cfg.Get("daemon_directory"), a.program)
+	snap, err := memFile(a.d.Snapshot)
+	if err != nil {
+		return nil, err
+	}
+	defer snap.Close()
+	home := u.Home
+	if home == "" {
+		home = strings.TrimSuffix(mb.Path, "/")
+	}
+	cmd := exec.Command(path, "-session", "-n", a.d.Service.Name, "-t", a.d.Service.Type)
+	cmd.Env = []string{
+		"PATH=/usr/bin:/bin",
+		envSession + "=1",
+		envUser + "=" + u.Name,
+		envMail + "=" + mb.Path,
+		envHome + "=" + home,
+		envClient + "=" + req.Get("client_addr"),
+		envLocal + "=" + req.Get("local_addr"),
+		envTLS + "=" + req.Get("tls"),
+		envService + "=" + req.Get("service"),
+		envConfDir + "=" + a.d.ConfigDir,
+	}
+	cmd.Stderr = os.Stderr // master's log pipe
+	cmd.ExtraFiles = []*os.File{stream, snap}
+	cmd.Dir = "/"
+	attr := &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if os.Geteuid() == 0 || privsep.CanSwitch() {
+		attr.Credential = &syscall.Credential{Uid: uint32(mb.UID), Gid: uint32(mb.GID), Groups: []uint32{}}
+	} else if mb.UID != os.Getuid() {
+		return nil, fmt.Errorf("mailbox %s belongs to uid %d; unprivileged, this service runs only sessions of uid %d", mb.Path, mb.UID, os.Getuid())
+	}
+	cmd.SysProcAttr = attr
+	done := make(chan error, 1)
+	a.spawnCh <- spawnReq{cmd, done}
+	if err := <-done; err != nil {
+		return nil, fmt.Errorf("exec %s: %w", path, err)
+	}
+	sessionsMu.Lock()
+	sessions[cmd.Process] = true
+	sessionsMu.Unlock()
+	return cmd.Process, nil
+}
+
+// memFile is a sealed in-memory file holding data, for the session to read
+// its configuration from.
+func memFile(data []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate("config", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "config")
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("memfd: %w", err)
+	}
+	unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL)
+	return f, nil
+}
+
+func socketpair() (mine, theirs *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "session"), os.NewFile(uintptr(fds[1]), "session"), nil
+}
