@@ -14,6 +14,21 @@ command -v mandoc >/dev/null 2>&1 || need_pkgs="$need_pkgs mandoc"
 command -v python3 >/dev/null 2>&1 || need_pkgs="$need_pkgs python3"
 command -v useradd >/dev/null 2>&1 || need_pkgs="$need_pkgs passwd"
 command -v unshare >/dev/null 2>&1 || need_pkgs="$need_pkgs util-linux"
+# Mail clients and servers the POP3/IMAP tests and benchmark speak to
+# (Dovecot is the yardstick of make bench; it is never started as a system
+# service by the tests), Unix mail programs for the sendmail tests, and
+# the Debian packaging tools for the package test.
+command -v dovecot >/dev/null 2>&1 || need_pkgs="$need_pkgs dovecot-core"
+[ -x /usr/lib/dovecot/pop3 ] || need_pkgs="$need_pkgs dovecot-pop3d"
+[ -x /usr/lib/dovecot/imap ] || need_pkgs="$need_pkgs dovecot-imapd"
+command -v fetchmail >/dev/null 2>&1 || need_pkgs="$need_pkgs fetchmail"
+command -v getmail6 >/dev/null 2>&1 || command -v getmail >/dev/null 2>&1 || need_pkgs="$need_pkgs getmail6"
+command -v mbsync >/dev/null 2>&1 || need_pkgs="$need_pkgs isync"
+command -v mutt >/dev/null 2>&1 || need_pkgs="$need_pkgs mutt"
+command -v bsd-mailx >/dev/null 2>&1 || need_pkgs="$need_pkgs bsd-mailx"
+command -v dpkg-buildpackage >/dev/null 2>&1 || need_pkgs="$need_pkgs dpkg-dev"
+command -v dh >/dev/null 2>&1 || need_pkgs="$need_pkgs debhelper"
+command -v fakeroot >/dev/null 2>&1 || need_pkgs="$need_pkgs fakeroot"
 # Debian's postfix is a peer in the interoperability tests and the
 # benchmark's yardstick; preseeded "No configuration", it never runs as the
 # system's MTA (it has no main.cf), so nothing listens on port 25.
