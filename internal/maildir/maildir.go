@@ -5,7 +5,10 @@
 // filesystem uid and gid it has switched to the mailbox owner (setfsuid). This
 // package therefore does every system call on the calling goroutine and never
 // starts a goroutine of its own: a file operation on another thread would run
-// with other credentials.
+// with other credentials (Folder.Watch, which only reads inotify
+// events, is the one exception). The reader/writer store that pop3d, imapd
+// and local use (Store, Folder: folders, uid list, flags, keywords, locks)
+// is in store.go and the files beside it.
 //
 // A delivery:
 //
@@ -24,9 +27,10 @@
 //   - The caller's prefix is written as given, then the message, copied
 //     through a 64 KiB buffer with CRLF turned into LF (a CR not followed by
 //     LF is kept). The whole message is never held in memory.
-//   - The file is fsync'd, renamed into new/ as NAME,S=SIZE (SIZE is the
-//     file's size in bytes, as Dovecot writes it) with RENAME_NOREPLACE, and
-//     new/ is fsync'd. Only then does Deliver return success.
+//   - The file is fsync'd, renamed into new/ as NAME,W=VSIZE,S=SIZE (SIZE
+//     is the file's size in bytes, VSIZE its size with CRLF line ends, which
+//     POP3 and IMAP report; both as Dovecot writes them) with
+//     RENAME_NOREPLACE, and new/ is fsync'd. Only then does Deliver return success.
 //
 // Failure modes. Any error removes the tmp/ file and returns an *Error that
 // names the step and the path that failed. IsTemporary tells a condition that
@@ -227,7 +231,7 @@ func (d *Delivery) Deliver(prefix []byte, r io.Reader) (string, error) {
 		return "", err
 	}
 	tmpPath := dir + "/tmp/" + tmpName
-	size, err := writeMessage(fd, tmpPath, prefix, r)
+	size, vsize, err := writeMessage(fd, tmpPath, prefix, r)
 	if err == nil {
 		if e := unix.Fsync(fd); e != nil {
 			err = newError("fsync", tmpPath, e)
@@ -242,7 +246,7 @@ func (d *Delivery) Deliver(prefix []byte, r io.Reader) (string, error) {
 		return "", err
 	}
 
-	final, err := renameIntoNew(tmpfd, tmpName, newfd, dir, host, size)
+	final, err := renameIntoNew(tmpfd, tmpName, newfd, dir, host, size, vsize)
 	if err != nil {
 		unix.Unlinkat(tmpfd, tmpName, 0)
 		return "", err
@@ -366,10 +370,13 @@ func createTmp(tmpfd int, dir, host string) (string, int, error) {
 	return "", -1, newError("create", dir+"/tmp", fmt.Errorf("no unique name after %d tries: %w", maxNameTries, err))
 }
 
-// renameIntoNew moves tmp/tmpName to new/NAME,S=size without replacing an
-// existing file, and returns the new name.
-func renameIntoNew(tmpfd int, tmpName string, newfd int, dir, host string, size int64) (string, error) {
-	final := tmpName + ",S=" + strconv.FormatInt(size, 10)
+// renameIntoNew moves tmp/tmpName to new/NAME,W=vsize,S=size without
+// replacing an existing file, and returns the new name.
+func renameIntoNew(tmpfd int, tmpName string, newfd int, dir, host string, size, vsize int64) (string, error) {
+	// W= before S=: readers (Dovecot among them) look fields up by letter,
+	// and tools that take everything after the last ",S=" as the size
+	// keep working.
+	final := tmpName + ",W=" + strconv.FormatInt(vsize, 10) + ",S=" + strconv.FormatInt(size, 10)
 	for range maxNameTries {
 		err := renameNoReplace(tmpfd, tmpName, newfd, final)
 		if err == nil {
@@ -378,7 +385,7 @@ func renameIntoNew(tmpfd int, tmpName string, newfd int, dir, host string, size 
 		if err != unix.EEXIST {
 			return "", newError("rename", dir+"/tmp/"+tmpName+" -> "+dir+"/new/"+final, err)
 		}
-		final = uniqueName(host) + ",S=" + strconv.FormatInt(size, 10)
+		final = uniqueName(host) + ",W=" + strconv.FormatInt(vsize, 10) + ",S=" + strconv.FormatInt(size, 10)
 	}
 	return "", newError("rename", dir+"/new", fmt.Errorf("no unique name after %d tries: %w", maxNameTries, unix.EEXIST))
 }
@@ -421,11 +428,13 @@ func writeAll(fd int, p []byte) error {
 }
 
 // writeMessage writes prefix and the LF-converted message to fd and
-// returns the number of bytes written.
-func writeMessage(fd int, path string, prefix []byte, r io.Reader) (int64, error) {
-	size := int64(len(prefix))
+// returns the number of bytes written and their size with CRLF line ends.
+func writeMessage(fd int, path string, prefix []byte, r io.Reader) (size, vsize int64, err error) {
+	size = int64(len(prefix))
+	var cc crlfCounter
+	cc.add(prefix)
 	if err := writeAll(fd, prefix); err != nil {
-		return 0, newError("write", path, err)
+		return 0, 0, newError("write", path, err)
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -436,8 +445,9 @@ func writeMessage(fd int, path string, prefix []byte, r io.Reader) (int64, error
 		if n > 0 {
 			o := c.convert(out[:0], in[:n])
 			if err := writeAll(fd, o); err != nil {
-				return 0, newError("write", path, err)
+				return 0, 0, newError("write", path, err)
 			}
+			cc.add(o)
 			size += int64(len(o))
 		}
 		if rerr == io.EOF {
@@ -445,16 +455,17 @@ func writeMessage(fd int, path string, prefix []byte, r io.Reader) (int64, error
 		}
 		if rerr != nil {
 			// The message source failed, not the mailbox.
-			return 0, &Error{Op: "read", Path: path, Err: rerr, Temp: true}
+			return 0, 0, &Error{Op: "read", Path: path, Err: rerr, Temp: true}
 		}
 	}
 	if o := c.flush(out[:0]); len(o) > 0 {
 		if err := writeAll(fd, o); err != nil {
-			return 0, newError("write", path, err)
+			return 0, 0, newError("write", path, err)
 		}
+		cc.add(o)
 		size += int64(len(o))
 	}
-	return size, nil
+	return size, size + cc.added, nil
 }
 
 // lfConverter turns CRLF into LF in a stream given in chunks. A CR at the

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var nameRE = regexp.MustCompile(`^([0-9]+)\.M([0-9]{1,6})P([0-9]+)Q([0-9]+)\.([^/:,]+),S=([0-9]+)$`)
+var nameRE = regexp.MustCompile(`^([0-9]+)\.M([0-9]{1,6})P([0-9]+)Q([0-9]+)\.([^/:,]+),W=([0-9]+),S=([0-9]+)$`)
 
 // readNew checks that name is a well-formed delivery in dir/new whose S=
 // matches its size, and returns its content.
@@ -31,8 +31,11 @@ func readNew(t *testing.T, dir, name string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, _ := strconv.Atoi(m[6]); s != len(b) {
+	if s, _ := strconv.Atoi(m[7]); s != len(b) {
 		t.Fatalf("%s: S=%d but file has %d bytes", name, s, len(b))
+	}
+	if w, _ := strconv.Atoi(m[6]); w != len(crlfOf(b)) {
+		t.Fatalf("%s: W=%d but CRLF form has %d bytes", name, w, len(crlfOf(b)))
 	}
 	return b
 }
@@ -62,7 +65,7 @@ func TestDeliverCreates(t *testing.T) {
 	if string(got) != want {
 		t.Fatalf("content\n got %q\nwant %q", got, want)
 	}
-	if !strings.Contains(name, ".mx.example.test,S=") {
+	if !strings.Contains(name, ".mx.example.test,W=") {
 		t.Fatalf("host missing in %q", name)
 	}
 	for _, sub := range []string{"", "cur", "new", "tmp"} {
