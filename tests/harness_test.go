@@ -136,10 +136,10 @@ type Instance struct {
 	SubmissionsAddr string // implicit TLS (RFC 8314)
 	// With Options.MailAccess:
 	POP3Addr, POP3SAddr, IMAPAddr, IMAPSAddr string
-	DNS             *dnstest.Server
-	CertFile        string
-	uid, gid        int // the owner of mailboxes (vmail, or the unprivileged user)
-	opts            Options
+	DNS                                      *dnstest.Server
+	CertFile                                 string
+	uid, gid                                 int // the owner of mailboxes (vmail, or the unprivileged user)
+	opts                                     Options
 
 	mu   sync.Mutex
 	logs bytes.Buffer

@@ -1,9 +1,15 @@
 // Command cleanup is the one writer of new queue files (DESIGN.md §4): it
-// takes a message from smtpd (later also pickup and qmgr's bounces) over
+// takes a message from smtpd, pickup and qmgr's bounces over
 // private/cleanup, prepends the Received header, checks the hop count and
 // the size limit, writes the queue file in tmp/, and commits it into
 // incoming/ (fsync of the file, rename, fsync of the directory) before it
 // says "ok". Then it tells qmgr about the new file.
+//
+// Local submissions (pickup: origin=local, uid, login, full_name,
+// rewrite_headers=y) get "Received: by HOST (Postern, from userid N)",
+// the submitting uid in the queue file (for mailq's per-user view), and
+// the Message-ID, Date and From headers they lack, added at the end of
+// the header section as Postfix does; From is "full_name <sender>".
 //
 // Privilege: mail_owner, chrooted into the queue directory, no
 // capabilities. It writes only tmp/ and incoming/.
@@ -29,6 +35,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -138,6 +145,10 @@ func (c *cleanup) submit(conn *ipc.Conn, req *ipc.Msg) bool {
 	// Received first; then the message as it comes, with a look at its
 	// header section for hop counting and Message-ID logging.
 	rcv := c.received(env, id, req.Get("tls"), req.Get("received_auth") == "yes")
+	var add *additions
+	if req.Get("origin") == "local" && req.Get("rewrite_headers") == "y" {
+		add = &additions{hostname: c.hostname, id: id, env: env, fullName: req.Get("full_name")}
+	}
 	if _, err := w.Write([]byte(rcv)); err != nil {
 		log.Errorf("%s: write: %v", id, err)
 		refuse(conn, "temp", "4.3.0", "Error: queue file write error")
@@ -148,7 +159,7 @@ func (c *cleanup) submit(conn *ipc.Conn, req *ipc.Msg) bool {
 		limit = 1 << 62
 	}
 	body := conn.StreamReader(limit, c.timeout)
-	hs := &headerScan{}
+	hs := &headerScan{add: add}
 	n, err := copyMessage(w, body, hs)
 	switch {
 	case errors.Is(err, ipc.ErrAborted):
@@ -167,6 +178,9 @@ func (c *cleanup) submit(conn *ipc.Conn, req *ipc.Msg) bool {
 		log.Infof("%s: reject: too many Received headers (%d, hopcount_limit %d): mail forwarding loop", id, hs.received+1, c.maxHops)
 		refuse(conn, "perm", "5.4.6", "Error: too many hops")
 		return true
+	}
+	if hs.messageID == "" && add != nil {
+		hs.messageID = add.messageID
 	}
 	if hs.messageID != "" {
 		log.Infof("%s: message-id=%s", id, hs.messageID)
@@ -204,6 +218,13 @@ func (c *cleanup) envelope(req *ipc.Msg) (*queue.Envelope, error) {
 		Ret:        req.Get("ret"),
 		EnvID:      req.Get("envid"),
 	}
+	if req.Get("origin") == "local" {
+		uid := req.Get("uid")
+		if u, err := strconv.ParseUint(uid, 10, 32); err != nil || u == 1<<32-1 {
+			return nil, fmt.Errorf("local submission: bad uid %.20q", uid)
+		}
+		env.UID = uid
+	}
 	utf8 := env.SMTPUTF8
 	sender := req.Get("sender")
 	if sender != "" {
@@ -240,8 +261,14 @@ func (c *cleanup) envelope(req *ipc.Msg) (*queue.Envelope, error) {
 // received builds the Received header (RFC 5321 4.4) from smtpd's facts.
 func (c *cleanup) received(env *queue.Envelope, id queue.ID, tlsInfo string, withAuth bool) string {
 	var b strings.Builder
+	if env.ClientAddr == "" && env.UID != "" {
+		// Submitted locally (sendmail, pickup), as Postfix says it.
+		fmt.Fprintf(&b, "Received: by %s (%s, from userid %s)\r\n\tid %s; %s\r\n", c.hostname, c.cfg.Get("mail_name"), env.UID, id,
+			env.Arrival.Format("Mon, 2 Jan 2006 15:04:05 -0700 (MST)"))
+		return b.String()
+	}
 	if env.ClientAddr == "" {
-		// Made here (a bounce) or submitted locally: no client to name.
+		// Made here (a bounce): no client to name.
 		fmt.Fprintf(&b, "Received: by %s (%s) id %s; %s\r\n", c.hostname, c.cfg.Get("mail_name"), id,
 			env.Arrival.Format("Mon, 2 Jan 2006 15:04:05 -0700 (MST)"))
 		return b.String()
@@ -277,12 +304,17 @@ func orUnknown(s string) string {
 }
 
 // headerScan watches the header section go by: it counts Received
-// headers and remembers the Message-ID.
+// headers and remembers the Message-ID. With add (a local submission) it
+// also notes which of Message-ID, Date and From are there.
 type headerScan struct {
 	done      bool
 	received  int
 	messageID string
 	lastWasID bool
+	add       *additions
+	// blankEnd: the header section ended at an empty line (not at a line
+	// that is no header, nor at the end of the message).
+	blankEnd bool
 }
 
 func (h *headerScan) line(l []byte) {
@@ -290,7 +322,7 @@ func (h *headerScan) line(l []byte) {
 		return
 	}
 	if len(l) <= 2 && bytes.Equal(bytes.TrimRight(l, "\r\n"), nil) {
-		h.done = true
+		h.done, h.blankEnd = true, true
 		return
 	}
 	if l[0] == ' ' || l[0] == '\t' {
@@ -306,7 +338,11 @@ func (h *headerScan) line(l []byte) {
 		h.done = true
 		return
 	}
-	switch strings.ToLower(string(bytes.TrimSpace(name))) {
+	lname := strings.ToLower(string(bytes.TrimSpace(name)))
+	if h.add != nil {
+		h.add.saw(lname)
+	}
+	switch lname {
 	case "received":
 		h.received++
 	case "message-id":
@@ -323,12 +359,31 @@ func (h *headerScan) line(l []byte) {
 func copyMessage(w io.Writer, r io.Reader, hs *headerScan) (int64, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var n int64
+	var last byte = '\n'
+	put := func(s string) error {
+		m, err := io.WriteString(w, s)
+		n += int64(m)
+		return err
+	}
 	for {
 		l, err := br.ReadSlice('\n')
 		if len(l) > 0 {
 			if !hs.done {
 				hs.line(l)
+				if hs.done && hs.add != nil {
+					// The header section ends here: the missing
+					// headers go before this line, and a blank line
+					// after them when the body began without one.
+					extra := hs.add.headers()
+					if !hs.blankEnd && extra != "" {
+						extra += "\r\n"
+					}
+					if err := put(extra); err != nil {
+						return n, err
+					}
+				}
 			}
+			last = l[len(l)-1]
 			m, werr := w.Write(l)
 			n += int64(m)
 			if werr != nil {
@@ -339,6 +394,14 @@ func copyMessage(w io.Writer, r io.Reader, hs *headerScan) (int64, error) {
 			continue
 		}
 		if err == io.EOF {
+			if !hs.done && hs.add != nil {
+				// Only headers (or nothing at all): append them.
+				extra := hs.add.headers()
+				if last != '\n' && extra != "" {
+					extra = "\r\n" + extra
+				}
+				return n, put(extra)
+			}
 			return n, nil
 		}
 		if err != nil {
