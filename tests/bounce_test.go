@@ -27,10 +27,10 @@ func parseReport(t *testing.T, file string) *dsn.Parsed {
 }
 
 // TestBouncePermanentFailure: a recipient that fails for good at delivery
-// (an alias to a command, which local refuses) gets the sender an RFC 3464
+// (an alias to a command that exits 67, EX_NOUSER) gets the sender an RFC 3464
 // report from the null sender, and the message leaves the queue.
 func TestBouncePermanentFailure(t *testing.T) {
-	in := Start(t, Options{Aliases: "postmaster: demo@example.test\nbroken: |/bin/true\n"})
+	in := Start(t, Options{Aliases: "postmaster: demo@example.test\nbroken: \"|exit 67\"\n"})
 	msg := "Subject: will fail\r\nMessage-ID: <fail-1@example.test>\r\n\r\nbody\r\n"
 	if err := smtp.SendMail(in.Addr, nil, "demo@example.test", []string{"broken@localhost"}, []byte(msg)); err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func TestBounceExpired(t *testing.T) {
 // TestBounceDouble: a bounce that cannot be delivered goes to the
 // postmaster, and is never bounced again.
 func TestBounceDouble(t *testing.T) {
-	in := Start(t, Options{Aliases: "postmaster: demo@example.test\nbroken: |/bin/true\n"})
+	in := Start(t, Options{Aliases: "postmaster: demo@example.test\nbroken: \"|exit 67\"\n"})
 	msg := "Subject: a bounce that bounces\r\n\r\nbody\r\n"
 	if err := smtp.SendMail(in.Addr, nil, "", []string{"broken@localhost"}, []byte(msg)); err != nil {
 		t.Fatal(err)

@@ -1,10 +1,14 @@
 // Command local delivers mail for local and virtual mailboxes (DESIGN.md
 // §4): qmgr hands it a queue file descriptor and a list of recipients over
-// private/local; it expands aliases (alias_maps) for users of
-// mydestination, finds each mailbox (~/Maildir/ of a system user, or
-// virtual_mailbox_base plus the virtual_mailbox_maps entry) and writes the
-// message into it as the mailbox's owner, then answers with one status per
-// recipient.
+// private/local; for users of mydestination it expands aliases
+// (alias_maps, with |command, /file, :include:/path and owner-X), reads
+// ~/.forward (forward_path), and writes the message into the mailbox
+// (~/Maildir/, an mbox in the home directory, or mail_spool_directory/USER
+// with dot and fcntl locks), into files, or into commands run through
+// /bin/sh; for virtual mailboxes it writes into virtual_mailbox_base plus
+// the virtual_mailbox_maps entry. Addresses of other hosts reached by
+// forwarding are submitted as a new message through private/cleanup. It
+// answers with one status per recipient.
 //
 // Privilege: runs as mail_owner with no groups, keeping only CAP_SETUID
 // and CAP_SETGID (not uid 0 as DESIGN.md first said: as root it would own,
@@ -12,17 +16,37 @@
 // passwd-file, /etc/shadow — capabilities or not). Each
 // write happens on a locked thread whose filesystem ids are the mailbox
 // owner's (privsep.AsUser), so permission checks are the owner's, files
-// belong to the owner, and no capability overrides a permission. It reads
-// the message only through the descriptor it is handed.
+// belong to the owner, and no capability overrides a permission. A
+// command is exec'd with SysProcAttr.Credential of its user (which the
+// two capabilities allow) and never as root: a root-owned alias table,
+// include file or .forward runs its commands and writes its files as
+// default_privs. It reads the message only through the descriptor it is
+// handed, and .forward and :include: files only as their owner (or the
+// user of the expansion that named them), with O_NOFOLLOW.
 //
 // Limits and failure modes:
-//   - alias expansion is at most maxAliasDepth deep and stops at a loop;
+//   - alias expansion is at most maxAliasDepth deep; an alias, .forward
+//     or :include: file met again on its own expansion path is a loop and
+//     bounces (5.4.6 mail forwarding loop);
 //   - a message that already carries "Delivered-To: <this recipient>" is a
 //     forwarding loop and bounces (5.4.6);
 //   - a mailbox that cannot be written (permissions, full disk, a symlink
-//     where Maildir expects a directory) defers the recipient (4.2.0), so
-//     the message waits in the queue until the administrator fixes it;
-//   - the same mailbox reached twice for one message gets one copy.
+//     where Maildir expects a directory, an mbox locked for longer than the
+//     lock timeout) defers the recipient (4.2.0), so the message waits in
+//     the queue until the administrator fixes it;
+//   - a .forward (or its home directory) that is group or world writable
+//     or owned by someone else, or that is a symlink, is ignored with a
+//     warning and the mail goes to the mailbox; one that cannot be read
+//     for another reason defers;
+//   - commands run at most command_time_limit; their exit status maps to
+//     success, deferral or bounce per sysexits.h (see internal/pipe);
+//     commands and files are allowed only from the sources named in
+//     allow_mail_to_commands and allow_mail_to_files (else 5.7.1);
+//   - when one destination of a recipient defers, the whole recipient is
+//     tried again later, and destinations that succeeded get the message
+//     again (at-least-once, as Postfix);
+//   - the same mailbox, file or command reached twice for one message gets
+//     one copy.
 package main
 
 import (
@@ -39,6 +63,7 @@ import (
 
 	"postern/internal/address"
 	"postern/internal/authclient"
+	"postern/internal/config"
 	"postern/internal/ipc"
 	"postern/internal/log"
 	"postern/internal/maildir"
@@ -53,9 +78,41 @@ const maxAliasDepth = 20
 
 type local struct {
 	route    *route.Resolver
+	users    *passwd.DB
 	hostname string
 	timeout  time.Duration
 	d        *service.Daemon
+
+	delim        string
+	defaultPrivs string
+	cmdLimit     time.Duration
+	allowCmd     map[string]bool // expansion classes: alias, forward, include
+	allowFile    map[string]bool
+	forwardPath  []string
+	ownerSpecial bool
+	mailGID      int // group of mail_spool_directory's dot locks; -1 none
+
+	// mail_owner's ids, to reach private/ sockets (auth, cleanup).
+	ownerUID, ownerGID int
+	queueDir           string
+}
+
+// setting reads a setting with a fallback for one the settings table does
+// not know yet (Get gives "" for those).
+func setting(cfg *config.Config, name, def string) string {
+	v := cfg.Get(name)
+	if v == "" && !cfg.IsSet(name) {
+		return def
+	}
+	return v
+}
+
+func classes(v string) map[string]bool {
+	m := map[string]bool{}
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
+		m[strings.ToLower(f)] = true
+	}
+	return m
 }
 
 func main() {
@@ -68,35 +125,69 @@ func main() {
 	if err != nil {
 		d.Fatalf("%v", err)
 	}
-	l := &local{route: rt, hostname: d.Config.Get("myhostname"), timeout: d.Config.Duration("ipc_timeout"), d: d}
-	if len(d.Config.List("auth_passwd_file")) > 0 {
-		// Users of the credential database are mailbox users too; only
-		// auth reads that file, so ask it. private/ belongs to mail_owner:
-		// connect with that account's filesystem ids, which is all local
-		// may borrow (it holds no capability that bypasses permissions).
-		uid, gid := os.Getuid(), os.Getgid()
-		if os.Geteuid() == 0 {
-			u, ok := users.User(d.Config.Get("mail_owner"))
-			if !ok {
-				d.Fatalf("mail_owner %s: no such user", d.Config.Get("mail_owner"))
-			}
-			uid, gid = u.UID, u.GID
+	cfg := d.Config
+	l := &local{route: rt, users: users, hostname: cfg.Get("myhostname"), timeout: cfg.Duration("ipc_timeout"), d: d,
+		delim:        cfg.Get("recipient_delimiter"),
+		defaultPrivs: setting(cfg, "default_privs", "nobody"),
+		cmdLimit:     cfg.Duration("command_time_limit"),
+		allowCmd:     classes(setting(cfg, "allow_mail_to_commands", "alias, forward")),
+		allowFile:    classes(setting(cfg, "allow_mail_to_files", "alias, forward")),
+		ownerSpecial: strings.EqualFold(setting(cfg, "owner_request_special", "yes"), "yes"),
+		queueDir:     cfg.Get("queue_directory"),
+		mailGID:      -1,
+	}
+	if l.cmdLimit <= 0 {
+		l.cmdLimit = 1000 * time.Second
+	}
+	// forward_path's $home, $user... are local's to expand, per
+	// recipient, so it is read unexpanded.
+	fp := cfg.Raw("forward_path")
+	if fp == "" && !cfg.IsSet("forward_path") {
+		fp = "$home/.forward"
+	}
+	l.forwardPath = strings.FieldsFunc(fp, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
+	if gid, ok := users.Group("mail"); ok {
+		l.mailGID = gid
+	}
+	if u, ok := users.User(l.defaultPrivs); !ok {
+		log.Warnf("default_privs %s: no such user; commands and files of root-owned aliases will be deferred", l.defaultPrivs)
+	} else if u.UID == 0 {
+		log.Warnf("default_privs %s has uid 0; commands and files of root-owned aliases will be deferred", l.defaultPrivs)
+	}
+	// private/ belongs to mail_owner: connect to its sockets with that
+	// account's filesystem ids, which is all local may borrow (it holds no
+	// capability that bypasses permissions).
+	l.ownerUID, l.ownerGID = os.Getuid(), os.Getgid()
+	if os.Geteuid() == 0 {
+		u, ok := users.User(cfg.Get("mail_owner"))
+		if !ok {
+			d.Fatalf("mail_owner %s: no such user", cfg.Get("mail_owner"))
 		}
-		sock := filepath.Join(d.Config.Get("queue_directory"), "private", "auth")
+		l.ownerUID, l.ownerGID = u.UID, u.GID
+	}
+	if len(cfg.List("auth_passwd_file")) > 0 {
+		// Users of the credential database are mailbox users too; only
+		// auth reads that file, so ask it.
+		sock := filepath.Join(l.queueDir, "private", "auth")
 		rt.SetUserDB(&authclient.Client{Timeout: 30 * time.Second, Dial: func() (*ipc.Conn, error) {
-			var c *ipc.Conn
-			err := privsep.AsUser(uid, gid, func() error {
-				var err error
-				c, err = ipc.Dial(sock, 10*time.Second)
-				return err
-			})
-			return c, err
+			return l.dialPrivate(sock)
 		}})
 	}
 	d.Drop(privsep.CapSetuid, privsep.CapSetgid)
 	d.ServeRequests(d.Service.MaxProc, 1<<20, func(_ context.Context, req *ipc.Msg, files []*os.File) *ipc.Msg {
 		return l.request(req, files)
 	})
+}
+
+// dialPrivate connects to a private/ socket as mail_owner.
+func (l *local) dialPrivate(sock string) (*ipc.Conn, error) {
+	var c *ipc.Conn
+	err := privsep.AsUser(l.ownerUID, l.ownerGID, func() error {
+		var err error
+		c, err = ipc.Dial(sock, 10*time.Second)
+		return err
+	})
+	return c, err
 }
 
 // request delivers one message to the recipients qmgr listed.
@@ -151,8 +242,10 @@ type delivery struct {
 	qf      *queue.File
 	sender  string
 	arrival time.Time
-	seen    map[string]bool // mailboxes already written for this message
+	seen    map[string]bool // mailboxes, files and commands already done for this message
 	looped  map[string]bool // Delivered-To values already in the message
+
+	fwd []forward // remote addresses reached by forwarding, for the current recipient
 }
 
 // loopCheck reads the message's Delivered-To headers (bounded).
@@ -179,7 +272,13 @@ func (dl *delivery) recipient(rcpt string) status {
 	if err != nil {
 		return bounced("5.1.3", "bad recipient address syntax")
 	}
-	return dl.resolve(a, a, 0)
+	dl.fwd = nil
+	e := &expansion{orig: a, sender: dl.sender, chain: map[string]bool{}}
+	st := dl.resolve(e, a, 0)
+	if len(dl.fwd) > 0 {
+		st = worse(st, dl.forwardAll())
+	}
+	return st
 }
 
 func (dl *delivery) log(orig, to address.Address, st status) {
@@ -189,137 +288,95 @@ func (dl *delivery) log(orig, to address.Address, st status) {
 	}
 	word := map[string]string{"sent": "sent", "defer": "deferred", "bounce": "bounced"}[st.status]
 	log.Infof("%s: to=<%s>%s, relay=local, delay=%.2f, dsn=%s, status=%s (%s)",
-		dl.id, to, o, time.Since(dl.arrival).Seconds(), st.dsn, word, st.reason)
+		dl.id, to, o, time.Since(dl.arrival).Seconds(), st.dsn, word, log.Clean(st.reason))
 }
 
-func (dl *delivery) resolve(orig, a address.Address, depth int) status {
+// fail logs and returns a status for a destination.
+func (dl *delivery) fail(e *expansion, to address.Address, st status) status {
+	dl.log(e.orig, to, st)
+	return st
+}
+
+func (dl *delivery) resolve(e *expansion, a address.Address, depth int) status {
 	if depth > maxAliasDepth {
-		st := bounced("5.4.6", "alias expansion too deep (loop?)")
-		dl.log(orig, a, st)
-		return st
+		return dl.fail(e, a, bounced("5.4.6", "mail forwarding loop for "+a.String()+" (alias expansion too deep)"))
 	}
 	switch dl.l.route.Classify(a) {
 	case route.Local:
-		return dl.localUser(orig, a, depth)
+		return dl.localUser(e, a, depth)
 	case route.Virtual:
 		mb, err := dl.l.route.VirtualMailbox(a)
 		if err != nil {
 			if strings.EqualFold(a.Local, "postmaster") {
-				return dl.resolve(orig, address.Address{Local: "postmaster", Domain: dl.l.route.MyHostname()}, depth+1)
+				return dl.resolve(e, address.Address{Local: "postmaster", Domain: dl.l.route.MyHostname()}, depth+1)
 			}
 			st := bounced("5.1.1", err.Error())
 			if !strings.Contains(err.Error(), "not in virtual_mailbox_maps") {
 				st = deferred("4.3.0", err.Error())
 			}
-			dl.log(orig, a, st)
-			return st
+			return dl.fail(e, a, st)
 		}
-		return dl.mailbox(orig, a, mb)
+		return dl.mailbox(e, a, mb)
 	}
-	st := bounced("5.1.2", "not a local or virtual domain")
-	dl.log(orig, a, st)
-	return st
+	return dl.fail(e, a, bounced("5.1.2", "not a local or virtual domain"))
 }
 
-func (dl *delivery) localUser(orig, a address.Address, depth int) status {
-	user := strings.ToLower(a.Local)
-	if targets, ok := dl.l.route.Alias(user); ok {
-		st := status{"sent", "2.0.0", "alias expanded"}
-		for _, t := range targets {
-			st = worse(st, dl.aliasTarget(orig, a, user, t, depth))
-		}
-		return st
-	}
-	if user == "postmaster" {
-		user = "root"
-	}
-	mb, err := dl.l.route.LocalMailbox(user)
-	if err != nil {
-		st := bounced("5.1.1", "unknown user: \""+user+"\"")
-		dl.log(orig, a, st)
-		return st
-	}
-	return dl.mailbox(orig, a, mb)
-}
-
-func (dl *delivery) aliasTarget(orig, a address.Address, user, t string, depth int) status {
-	t = strings.Trim(t, "\"")
-	switch {
-	case strings.HasPrefix(t, "|"), strings.HasPrefix(t, "/"), strings.HasPrefix(strings.ToLower(t), ":include:"):
-		st := bounced("5.3.0", "alias "+user+": command, file and :include: targets are not supported yet")
-		dl.log(orig, a, st)
-		return st
-	}
-	var ta address.Address
-	if strings.Contains(t, "@") {
-		p, err := address.Parse(t, true)
-		if err != nil {
-			st := bounced("5.1.3", "alias "+user+": bad address "+t)
-			dl.log(orig, a, st)
-			return st
-		}
-		ta = p
-	} else {
-		ta = address.Address{Local: t, Domain: a.Domain}
-	}
-	if dl.l.route.Classify(ta) == route.Remote {
-		st := bounced("5.3.0", "alias "+user+": forwarding to a remote address ("+ta.String()+") is not supported yet")
-		dl.log(orig, a, st)
-		return st
-	}
-	// An alias that names its own user means that user's mailbox.
-	if strings.EqualFold(ta.Local, user) && dl.l.route.Classify(ta) == route.Local {
-		mb, err := dl.l.route.LocalMailbox(user)
-		if err != nil {
-			st := bounced("5.1.1", "unknown user: \""+user+"\"")
-			dl.log(orig, ta, st)
-			return st
-		}
-		return dl.mailbox(orig, ta, mb)
-	}
-	return dl.resolve(orig, ta, depth+1)
-}
-
-func (dl *delivery) mailbox(orig, to address.Address, mb route.Mailbox) status {
+func (dl *delivery) mailbox(e *expansion, to address.Address, mb route.Mailbox) status {
 	if dl.looped[strings.ToLower(to.String())] {
-		st := bounced("5.4.6", "mail forwarding loop for "+to.String())
-		dl.log(orig, to, st)
-		return st
+		return dl.fail(e, to, bounced("5.4.6", "mail forwarding loop for "+to.String()))
 	}
 	if dl.seen[mb.Path] {
 		return sent("duplicate suppressed")
 	}
 	if !mb.Maildir {
-		st := deferred("4.3.0", "mailbox "+mb.Path+" is not a Maildir (no trailing slash); mbox delivery is not supported yet")
-		dl.log(orig, to, st)
+		gid := -1
+		if mb.Spool {
+			gid = dl.l.mailGID
+		}
+		err := privsep.AsUser(mb.UID, mb.GID, func() error {
+			return dl.writeMbox(e, to, mb.Path, mb.UID, gid)
+		})
+		if err != nil {
+			return dl.fail(e, to, deferred("4.2.0", "cannot update mailbox "+mb.Path+" for user "+mb.User+": "+err.Error()))
+		}
+		dl.seen[mb.Path] = true
+		st := sent("delivered to mailbox")
+		dl.log(e.orig, to, st)
 		return st
 	}
-	prefix := fmt.Sprintf("Return-Path: <%s>\nDelivered-To: %s\n", dl.sender, to)
-	msg := dl.qf.Message()
-	var name string
 	err := privsep.AsUser(mb.UID, mb.GID, func() error {
-		dir := strings.TrimSuffix(mb.Path, "/")
-		d := &maildir.Delivery{Dir: dir, Hostname: dl.l.hostname, Create: true}
-		var err error
-		name, err = d.Deliver([]byte(prefix), io.NewSectionReader(msg, 0, msg.Size()))
-		if err != nil && errors.Is(err, os.ErrNotExist) {
-			// A new virtual mailbox: make its parents (as the owner, so
-			// the owner must be able to write virtual_mailbox_base).
-			if merr := os.MkdirAll(filepath.Dir(dir), 0o700); merr != nil {
-				return fmt.Errorf("create %s: %w", filepath.Dir(dir), merr)
-			}
-			name, err = d.Deliver([]byte(prefix), io.NewSectionReader(msg, 0, msg.Size()))
-		}
-		return err
+		return dl.writeMaildir(e, to, mb.Path, true)
 	})
 	if err != nil {
-		st := deferred("4.2.0", "cannot write to maildir "+mb.Path+" as uid "+strconv.Itoa(mb.UID)+": "+err.Error())
-		dl.log(orig, to, st)
-		return st
+		return dl.fail(e, to, deferred("4.2.0", "cannot write to maildir "+mb.Path+" as uid "+strconv.Itoa(mb.UID)+": "+err.Error()))
 	}
 	dl.seen[mb.Path] = true
-	_ = name
 	st := sent("delivered to maildir")
-	dl.log(orig, to, st)
+	dl.log(e.orig, to, st)
 	return st
+}
+
+// prefix is what local puts before the message in every copy it writes.
+func (dl *delivery) prefix(e *expansion, to address.Address) string {
+	return fmt.Sprintf("Return-Path: <%s>\nDelivered-To: %s\n", e.sender, to)
+}
+
+// writeMaildir delivers into a Maildir; the caller has switched to the
+// owner's filesystem ids. parents makes missing parent directories (a
+// new virtual mailbox).
+func (dl *delivery) writeMaildir(e *expansion, to address.Address, path string, parents bool) error {
+	msg := dl.qf.Message()
+	dir := strings.TrimSuffix(path, "/")
+	d := &maildir.Delivery{Dir: dir, Hostname: dl.l.hostname, Create: true}
+	pre := []byte(dl.prefix(e, to))
+	_, err := d.Deliver(pre, io.NewSectionReader(msg, 0, msg.Size()))
+	if err != nil && parents && errors.Is(err, os.ErrNotExist) {
+		// A new virtual mailbox: make its parents (as the owner, so
+		// the owner must be able to write virtual_mailbox_base).
+		if merr := os.MkdirAll(filepath.Dir(dir), 0o700); merr != nil {
+			return fmt.Errorf("create %s: %w", filepath.Dir(dir), merr)
+		}
+		_, err = d.Deliver(pre, io.NewSectionReader(msg, 0, msg.Size()))
+	}
+	return err
 }

@@ -213,7 +213,7 @@ func checkDelimiter(v string) error {
 
 func checkHomeMailbox(v string) error {
 	if v == "" {
-		return errors.New("must not be empty (Maildir/ for Maildir, or a file name for mbox)")
+		return nil // mbox in mail_spool_directory, as Postfix
 	}
 	if strings.HasPrefix(v, "/") {
 		return fmt.Errorf("%q must be relative to the home directory", truncate(v))

@@ -215,6 +215,11 @@ func (c *Config) resolve() Errors {
 			raw = p.Default
 		}
 		c.raw[name] = raw
+		if p.noExpand {
+			// The program that reads it expands it, per message.
+			c.val[name] = raw
+			return raw, nil
+		}
 		v, err := expand(raw, get)
 		if err != nil {
 			failed[name] = true

@@ -68,6 +68,9 @@ type param struct {
 	// aliases marks a maps setting whose texthash tables are in aliases(5)
 	// format.
 	aliases bool
+	// noExpand marks a setting whose $names belong to the program that
+	// reads it (local expands $home in forward_path per recipient).
+	noExpand bool
 }
 
 // Build-time defaults: a packager sets them with
@@ -292,7 +295,7 @@ var table = []param{
 		Detail: "Postfix's default is empty; Postern turns address extensions on by default."},
 		check: checkDelimiter},
 	{Setting: Setting{Name: "home_mailbox", Kind: KindString, Default: "Maildir/", Group: groups[4],
-		Doc:    "Mailbox of a local user, relative to the home directory; a trailing / means Maildir, otherwise mbox.",
+		Doc:    "Mailbox of a local user, relative to the home directory; a trailing / means Maildir, otherwise mbox; empty means the mbox mail_spool_directory/USER.",
 		Detail: "Postfix's default is empty (mbox in /var/mail); Postern delivers into ~/Maildir/ by default."},
 		check: checkHomeMailbox},
 	{Setting: Setting{Name: "local_destination_concurrency_limit", Kind: KindInt, Default: "20", Group: groups[4],
@@ -424,6 +427,10 @@ var table = []param{
 		Doc: "Where |command deliveries are allowed: alias (alias files), forward (.forward files), include (:include: files)."}},
 	{Setting: Setting{Name: "allow_mail_to_files", Kind: KindList, Default: "alias, forward", Group: groups[4],
 		Doc: "Where /file deliveries are allowed: alias, forward, include."}},
+	{Setting: Setting{Name: "forward_path", Kind: KindList, Default: "$home/.forward", Group: groups[4],
+		Doc:    "Where local looks for a user's .forward files, first found wins; local expands $home, $user, $local, $domain, $extension and $recipient_delimiter per recipient.",
+		Detail: "Postfix's default is $home/.forward${recipient_delimiter}${extension}, $home/.forward. These $names are not settings: they are left for local to expand."},
+		noExpand: true},
 	{Setting: Setting{Name: "owner_request_special", Kind: KindBool, Default: "yes", Group: groups[4],
 		Doc: "Mail expanded from alias NAME is sent with the envelope sender owner-NAME when an owner-NAME alias exists, so bounces go to the list owner."}},
 

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"postern/internal/address"
 	"postern/internal/authclient"
@@ -55,8 +56,10 @@ type Resolver struct {
 	uidMaps  config.Maps
 	gidMaps  config.Maps
 	aliases  config.Maps
+	owners   []int // per alias_maps entry: the file's owner uid, -1 for static
 	virtBase string
 	homeMbox string
+	spoolDir string
 	delim    string
 	users    *passwd.DB
 	myHost   string
@@ -81,6 +84,7 @@ func New(cfg *config.Config, users *passwd.DB) (*Resolver, error) {
 	r := &Resolver{
 		virtBase: cfg.Get("virtual_mailbox_base"),
 		homeMbox: cfg.Get("home_mailbox"),
+		spoolDir: cfg.Get("mail_spool_directory"),
 		delim:    cfg.Get("recipient_delimiter"),
 		users:    users,
 		myHost:   strings.ToLower(cfg.Get("myhostname")),
@@ -112,6 +116,23 @@ func New(cfg *config.Config, users *passwd.DB) (*Resolver, error) {
 	r.uidMaps = load("virtual_uid_maps")
 	r.gidMaps = load("virtual_gid_maps")
 	r.aliases = load("alias_maps")
+	for _, m := range r.aliases {
+		// Commands and files in an alias table run as its owner, so the
+		// owner is part of what was read (before the daemon drops
+		// privilege and may no longer stat the file).
+		owner := -1
+		if t := m.Table(); t != nil {
+			var st syscall.Stat_t
+			if serr := syscall.Stat(t.Path(), &st); serr != nil {
+				if err == nil {
+					err = fmt.Errorf("alias_maps: %s: %w", t.Path(), serr)
+				}
+			} else {
+				owner = int(st.Uid)
+			}
+		}
+		r.owners = append(r.owners, owner)
+	}
 	r.transports = load("transport_maps")
 	r.relayhost = strings.TrimSpace(cfg.Get("relayhost"))
 	if err == nil {
@@ -273,20 +294,42 @@ func (r *Resolver) virtualEntry(a address.Address) (string, bool) {
 
 // Alias returns the expansion of a local user in alias_maps, if any.
 func (r *Resolver) Alias(local string) ([]string, bool) {
+	l, _, ok := r.AliasOwner(local)
+	return l, ok
+}
+
+// AliasOwner is Alias that also returns the uid of the owner of the alias
+// table the entry came from (its commands and files run as that user),
+// or -1 for a static: entry.
+func (r *Resolver) AliasOwner(local string) ([]string, int, bool) {
 	for _, u := range r.candidates(strings.ToLower(local)) {
 		// The aliases(5) parser already split the value (commas, white
 		// space, quoted targets such as "|cmd with, commas").
-		if l, ok := r.aliases.LookupList(u); ok {
-			return l, true
+		for i, m := range r.aliases {
+			if l, ok := (config.Maps{m}).LookupList(u); ok {
+				owner := -1
+				if i < len(r.owners) {
+					owner = r.owners[i]
+				}
+				return l, owner, true
+			}
 		}
 	}
-	return nil, false
+	return nil, -1, false
+}
+
+// HasAlias reports whether local (exactly, without extension stripping)
+// is an alias: owner-X is looked up this way.
+func (r *Resolver) HasAlias(local string) bool {
+	_, ok := r.aliases.Lookup(strings.ToLower(local))
+	return ok
 }
 
 // Mailbox is where a message for one recipient is written, and as whom.
 type Mailbox struct {
 	Path     string // absolute path of the Maildir (ends in "/") or mbox file
 	Maildir  bool
+	Spool    bool // an mbox in mail_spool_directory (a shared directory)
 	UID, GID int
 	User     string // account name for logs, or the virtual address
 }
@@ -301,7 +344,17 @@ func (r *Resolver) LocalMailbox(local string) (Mailbox, error) {
 		}
 		p := r.homeMbox
 		if p == "" {
-			p = "Maildir/"
+			// Postfix's default: an mbox file named after the user in
+			// mail_spool_directory (/var/mail/USER).
+			spool := r.spoolDir
+			if spool == "" {
+				spool = "/var/mail"
+			}
+			if strings.HasSuffix(spool, "/") && spool != "/" {
+				// mail_spool_directory = /var/mail/ means Maildir there.
+				return Mailbox{Path: filepath.Join(spool, pw.Name) + "/", Maildir: true, Spool: true, UID: pw.UID, GID: pw.GID, User: pw.Name}, nil
+			}
+			return Mailbox{Path: filepath.Join(spool, pw.Name), Spool: true, UID: pw.UID, GID: pw.GID, User: pw.Name}, nil
 		}
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(pw.Home, p)
