@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"postern/internal/config"
+	"postern/internal/queue"
 )
 
 func masterPath(cfg *config.Config) string {
@@ -138,8 +139,24 @@ func cmdStatus(dir string) error {
 	pid, ok := running(cfg)
 	if !ok {
 		fmt.Println("postern: the master is not running")
+		printQueueCounts(cfg.Get("queue_directory"))
 		os.Exit(3)
 	}
 	fmt.Printf("postern: the master is running (pid %d), queue %s\n", pid, cfg.Get("queue_directory"))
+	printQueueCounts(cfg.Get("queue_directory"))
 	return nil
+}
+
+// printQueueCounts says how many messages wait in each queue directory,
+// when the spool can be read (root, mail_owner).
+func printQueueCounts(spool string) {
+	var parts []string
+	for _, d := range queue.AdminDirs {
+		ids, err := queue.List(spool, d)
+		if err != nil {
+			return
+		}
+		parts = append(parts, fmt.Sprintf("%d %s", len(ids), d))
+	}
+	fmt.Printf("queue: %s\n", strings.Join(parts, ", "))
 }

@@ -5,6 +5,7 @@
 //	postern [-c DIR] init | config [-n] [-e name=value...] [name...] | check
 //	postern [-c DIR] start | start-fg | stop | reload | status
 //	postern [-c DIR] queue list [-j] | cat ID... | flush [DOMAIN]
+//	postern [-c DIR] queue hold|release|requeue|delete ID...|-|ALL|QUEUE
 //	postern [-c DIR] passwd [-s SCHEME] [user]
 //	postern [-c DIR] tls new-server-cert [-o DIR] [-days N] [name...]
 //
@@ -32,10 +33,15 @@ commands:
   start-fg                   run the master in the foreground (systemd, tests)
   stop                       stop the master and every daemon
   reload                     re-read the configuration (refused if it does not load)
-  status                     say whether the master runs
+  status                     say whether the master runs; count the queue
   queue list [-j]            list the queue (-j: one JSON object per message)
   queue cat ID...            show queue files: envelope and message
   queue flush [DOMAIN]       retry deferred mail now (all, or for DOMAIN)
+  queue hold ID...           put on hold (ID... may be -: IDs on stdin, ALL,
+                             or a queue name: incoming, active, deferred, hold)
+  queue release ID...        take off hold and retry now
+  queue requeue ID...        retry now, every pending recipient
+  queue delete ID...         remove from the queue, without a bounce
   passwd [-s SCHEME] [user]  hash a password (read from the terminal or stdin)
                              for auth_passwd_file
   tls new-server-cert [-o DIR] [-days N] [name...]

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,15 +13,9 @@ import (
 	"postern/internal/queue"
 )
 
-// queueDirs are the directories a message can wait in, with the mark mailq
-// gives each.
-var queueDirs = []struct{ name, mark string }{
-	{"incoming", ""}, {"active", "*"}, {"deferred", ""}, {"hold", "!"},
-}
-
 func cmdQueue(dir string, args []string) error {
 	if len(args) == 0 {
-		return usageError("queue needs a subcommand: list, cat, flush")
+		return usageError("queue needs a subcommand: list, cat, flush, hold, release, requeue, delete")
 	}
 	cfg, err := config.Load(dir)
 	if err != nil {
@@ -69,120 +61,37 @@ func cmdQueue(dir string, args []string) error {
 		}
 		fmt.Println("postern: queue flush requested")
 		return nil
+	case "hold", "release", "requeue", "delete":
+		return queueAdmin(cfg, args[0], args[1:], os.Stdin, os.Stdout)
 	}
 	return usageError("unknown queue subcommand " + args[0])
 }
 
-type listEntry struct {
-	QueueName   string     `json:"queue_name"`
-	QueueID     string     `json:"queue_id"`
-	ArrivalTime int64      `json:"arrival_time"`
-	MessageSize int64      `json:"message_size"`
-	Sender      string     `json:"sender"`
-	Recipients  []listRcpt `json:"recipients"`
-	Attempts    int        `json:"attempts"`
-	NextAttempt int64      `json:"next_attempt,omitempty"`
-}
-
-type listRcpt struct {
-	Address string `json:"address"`
-	Status  string `json:"status"`
-}
-
 func queueList(w io.Writer, spool string, js bool) error {
-	n := 0
-	if !js {
-		fmt.Fprintf(w, "%-20s %8s %-20s %s\n", "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
-	}
-	for _, qd := range queueDirs {
-		ids, err := queue.List(spool, qd.name)
-		if err != nil {
-			return err
-		}
-		for _, id := range ids {
-			f, err := os.Open(queue.Path(spool, qd.name, id))
-			if err != nil {
-				if errors.Is(err, os.ErrNotExist) {
-					continue // delivered meanwhile
-				}
-				return err
-			}
-			qf, err := queue.Open(f)
-			if err != nil {
-				f.Close()
-				fmt.Fprintf(os.Stderr, "postern queue list: %s/%s: %v\n", qd.name, id, err)
-				continue
-			}
-			env := qf.Envelope()
-			f.Close()
-			n++
-			if js {
-				e := listEntry{QueueName: qd.name, QueueID: string(id), ArrivalTime: env.Arrival.Unix(), MessageSize: env.Size, Sender: env.Sender, Attempts: env.Attempts}
-				if !env.NextAttempt.IsZero() {
-					e.NextAttempt = env.NextAttempt.Unix()
-				}
-				for _, r := range env.Recipients {
-					e.Recipients = append(e.Recipients, listRcpt{r.Addr, statusWord(r.Status)})
-				}
-				b, _ := json.Marshal(e)
-				fmt.Fprintf(w, "%s\n", b)
-				continue
-			}
-			fmt.Fprintf(w, "%-20s %8d %-20s %s\n", string(id)+qd.mark, env.Size, env.Arrival.Format("Mon Jan _2 15:04:05"), orNull(env.Sender))
-			for _, r := range env.Recipients {
-				if r.Status == 'D' || r.Status == 'F' {
-					continue
-				}
-				fmt.Fprintf(w, "%51s %s\n", "", r.Addr)
-			}
-			fmt.Fprintln(w)
-		}
-	}
-	if !js {
-		if n == 0 {
-			fmt.Fprintln(w, "Mail queue is empty")
-		} else {
-			fmt.Fprintf(w, "-- %d Request(s).\n", n)
-		}
-	}
-	return nil
-}
-
-func orNull(s string) string {
-	if s == "" {
-		return "MAILER-DAEMON"
-	}
-	return s
-}
-
-func statusWord(s byte) string {
-	switch s {
-	case 'D':
-		return "delivered"
-	case 'F':
-		return "failed"
-	case 'W':
-		return "delayed"
-	}
-	return "pending"
+	return queue.WriteListing(w, spool, queue.ListOptions{
+		JSON: js,
+		Warn: func(dir string, id queue.ID, err error) {
+			fmt.Fprintf(os.Stderr, "postern queue list: %s/%s: %v\n", dir, id, err)
+		},
+	})
 }
 
 func queueCat(w io.Writer, spool, id string) error {
 	if !queue.ValidID(id) {
 		return fmt.Errorf("%q is not a queue ID", id)
 	}
-	for _, qd := range append(queueDirs, struct{ name, mark string }{"corrupt", ""}) {
-		f, err := os.Open(queue.Path(spool, qd.name, queue.ID(id)))
+	for _, dir := range []string{queue.Incoming, queue.Active, queue.Deferred, queue.Hold, queue.Corrupt} {
+		f, err := os.Open(queue.Path(spool, dir, queue.ID(id)))
 		if err != nil {
 			continue
 		}
 		defer f.Close()
 		qf, err := queue.Open(f)
 		if err != nil {
-			return fmt.Errorf("%s/%s: %w", qd.name, id, err)
+			return fmt.Errorf("%s/%s: %w", dir, id, err)
 		}
 		env := qf.Envelope()
-		fmt.Fprintf(w, "*** ENVELOPE RECORDS %s/%s ***\n", qd.name, id)
+		fmt.Fprintf(w, "*** ENVELOPE RECORDS %s/%s ***\n", dir, id)
 		fmt.Fprintf(w, "arrival_time: %s\n", env.Arrival.Format(time.RFC1123Z))
 		fmt.Fprintf(w, "message_size: %d\n", env.Size)
 		fmt.Fprintf(w, "sender: %s\n", env.Sender)
@@ -197,7 +106,7 @@ func queueCat(w io.Writer, spool, id string) error {
 		}
 		fmt.Fprintln(w)
 		for _, r := range env.Recipients {
-			fmt.Fprintf(w, "recipient: %s (%s)", r.Addr, statusWord(r.Status))
+			fmt.Fprintf(w, "recipient: %s (%s)", r.Addr, queue.StatusWord(r.Status))
 			if r.ORcpt != "" {
 				fmt.Fprintf(w, " orcpt=%s", r.ORcpt)
 			}
@@ -206,11 +115,11 @@ func queueCat(w io.Writer, spool, id string) error {
 			}
 			fmt.Fprintln(w)
 		}
-		fmt.Fprintf(w, "*** MESSAGE CONTENTS %s/%s ***\n", qd.name, id)
+		fmt.Fprintf(w, "*** MESSAGE CONTENTS %s/%s ***\n", dir, id)
 		if _, err := io.Copy(w, qf.Message()); err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "*** END OF MESSAGE %s/%s ***\n", qd.name, id)
+		fmt.Fprintf(w, "*** END OF MESSAGE %s/%s ***\n", dir, id)
 		return nil
 	}
 	return fmt.Errorf("%s: no such message in the queue", id)

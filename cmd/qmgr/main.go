@@ -23,7 +23,11 @@
 //     answer, defers its recipients ("mail transport unavailable"): the
 //     message waits, it is never dropped;
 //   - a delivery agent's answer is checked: a recipient it does not
-//     answer for is deferred.
+//     answer for is deferred;
+//   - administrators' hold, release, requeue and delete requests on
+//     public/qmgr (admin.go) are taken from root and mail_owner only
+//     (SO_PEERCRED); one on a message being delivered waits until the
+//     attempt ends, so no file is moved behind a delivery's back.
 package main
 
 import (
@@ -64,6 +68,13 @@ type qmgr struct {
 	active chan struct{} // semaphore: messages in active/
 	mu     sync.Mutex
 	busy   map[queue.ID]bool
+	// running: messages process() moved into active/ and is delivering;
+	// pending: administrators' operations waiting for those deliveries
+	// (admin.go). Both under mu, which also covers the move into
+	// active/, so an operation sees a message either before it or as
+	// running.
+	running map[queue.ID]bool
+	pending map[queue.ID]pendingOp
 
 	d        *service.Daemon
 	inflight sync.WaitGroup // process() calls under way
@@ -109,6 +120,8 @@ func main() {
 		work:       make(chan queue.ID, qmgrActiveLimit),
 		active:     make(chan struct{}, qmgrActiveLimit),
 		busy:       map[queue.ID]bool{},
+		running:    map[queue.ID]bool{},
+		pending:    map[queue.ID]pendingOp{},
 		d:          d,
 
 		dests:          map[destKey]*destination{},
@@ -146,7 +159,8 @@ func main() {
 }
 
 // handleTrigger reads requests on public/qmgr: "new" (cleanup committed a
-// file), "scan" and "flush" (postern queue flush).
+// file), "scan", "flush" (postern queue flush), and the administrator's
+// "hold", "release", "requeue" and "delete" (admin.go).
 func (q *qmgr) handleTrigger(ctx context.Context, nc net.Conn) {
 	uc, ok := nc.(*net.UnixConn)
 	if !ok {
@@ -185,6 +199,8 @@ func (q *qmgr) handleTrigger(ctx context.Context, nc net.Conn) {
 			}
 			go q.flush(domain)
 			c.Send(ipc.NewMsg("status", "ok"))
+		case "hold", "release", "requeue", "delete":
+			q.handleAdmin(c, m, uc)
 		default:
 			log.Warnf("trigger: unknown request %q", m.Get("op"))
 			return
@@ -330,33 +346,48 @@ func (q *qmgr) dispatch() {
 			go func() {
 				defer q.inflight.Done()
 				defer func() { <-q.active }()
-				defer q.done(id)
-				q.process(id)
+				again := q.process(id)
+				q.done(id)
+				if again {
+					// An administrator's requeue during the attempt.
+					q.enqueue(id)
+				}
 			}()
 		}
 	}
 }
 
-// process runs one delivery attempt of one message.
-func (q *qmgr) process(id queue.ID) {
-	if err := queue.Move(".", id, "incoming", "active"); err != nil {
+// process runs one delivery attempt of one message. It returns true when
+// the message is back in incoming/ for another attempt at once (an
+// administrator's requeue during this one).
+func (q *qmgr) process(id queue.ID) (again bool) {
+	q.mu.Lock()
+	err := queue.Move(".", id, "incoming", "active")
+	if err == nil {
+		q.running[id] = true
+	}
+	q.mu.Unlock()
+	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			log.Errorf("%s: move to active: %v", id, err)
 		}
-		return
+		return false
 	}
+	// leaveActive normally clears this; every other way out leaves the
+	// file where no administrator's operation can follow it.
+	defer q.clearActive(id, "the delivery attempt ended early")
 	path := queue.Path(".", "active", id)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		log.Errorf("%s: open: %v", id, err)
-		return
+		return false
 	}
 	qf, err := queue.Open(f)
 	if err != nil {
 		f.Close()
 		log.Warnf("%s: unreadable queue file, moved to corrupt/: %v", id, err)
 		queue.Move(".", id, "active", "corrupt")
-		return
+		return false
 	}
 	defer f.Close()
 	env := qf.Envelope()
@@ -402,10 +433,11 @@ func (q *qmgr) process(id queue.ID) {
 		// Everything is done: removing the file is the durable mark.
 		if err := os.Remove(path); err != nil {
 			log.Errorf("%s: remove: %v", id, err)
-			return
+			return false
 		}
 		log.Infof("%s: removed", id)
-		return
+		q.clearActive(id, "every recipient is done")
+		return false
 	}
 	attempts := env.Attempts + 1
 	next := time.Now().Add(q.backoff(attempts))
@@ -419,9 +451,7 @@ func (q *qmgr) process(id queue.ID) {
 	}
 	// SetSchedule also set the file's mtime to the next attempt: that is
 	// what queue.Due looks at.
-	if err := queue.Move(".", id, "active", "deferred"); err != nil {
-		log.Errorf("%s: move to deferred: %v", id, err)
-	}
+	return q.leaveActive(id, qf)
 }
 
 func pendingIndexes(groups map[destKey][]int) []int {

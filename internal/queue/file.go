@@ -57,6 +57,12 @@ type Envelope struct {
 	// Size is the message size in bytes. The reader fills it in; the
 	// writer ignores it and records what was written.
 	Size int64
+	// UID is the user ID, in decimal, of the local user who submitted
+	// the message (sendmail through pickup), or "" for mail that did not
+	// come from a local user. showq shows a user who is not in
+	// authorised_mailq_users only the messages with that user's UID. It is
+	// the optional uid record, written only when set.
+	UID string
 }
 
 // Recipient is one envelope recipient.
@@ -202,6 +208,17 @@ func digits(s string, width int) (int64, bool) {
 	return int64(n), true
 }
 
+// validUID reports whether s is a uid as the uid record holds it: 1 to 10
+// decimal digits, no leading zero (so one uid has one spelling), at most
+// 2^32-1.
+func validUID(s string) bool {
+	if len(s) == 0 || len(s) > 10 || len(s) > 1 && s[0] == '0' {
+		return false
+	}
+	n, ok := digits(s, 0)
+	return ok && n <= 1<<32-1
+}
+
 // ---- encoding ----
 
 // encodeEnvelope returns the envelope part of a queue file, with a size
@@ -264,6 +281,12 @@ func encodeEnvelope(env *Envelope) ([]byte, int64, error) {
 	record("smtputf8", smtputf8)
 	record("ret", env.Ret)
 	record("envid", env.EnvID)
+	if env.UID != "" {
+		if !validUID(env.UID) {
+			return nil, 0, fmt.Errorf("bad uid %.20q", env.UID)
+		}
+		record("uid", env.UID)
+	}
 	for i, r := range env.Recipients {
 		s := r.Status
 		if s == 0 {
@@ -395,6 +418,11 @@ func parse(r io.ReaderAt, size int64, name string) (*Envelope, *layout, error) {
 				env.NextAttempt = time.Unix(nn, 0)
 			}
 			lay.schedOff = lineOff + scheduleCol
+		case "uid":
+			if !validUID(rest) {
+				return nil, nil, ferr(line, "bad uid %.20q", rest)
+			}
+			env.UID = rest
 		case "smtputf8":
 			switch rest {
 			case "yes":

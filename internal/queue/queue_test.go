@@ -451,7 +451,7 @@ func TestID(t *testing.T) {
 
 func TestDirs(t *testing.T) {
 	want := map[string]uint32{"maildrop": 0o1730, "tmp": 0o700, "incoming": 0o700, "active": 0o700,
-		"deferred": 0o700, "hold": 0o700, "corrupt": 0o700, "private": 0o700, "public": 0o710, "pid": 0o700, "empty": 0o555}
+		"deferred": 0o700, "hold": 0o700, "corrupt": 0o700, "private": 0o700, "public": 0o710, "pid": 0o700, "empty": 0o555, "login": 0o755}
 	if len(Dirs) != len(want) {
 		t.Errorf("%d dirs", len(Dirs))
 	}
@@ -463,7 +463,7 @@ func TestDirs(t *testing.T) {
 		switch d.Name {
 		case Maildrop, Public:
 			wantOwner = OwnerMailSetgid
-		case PID, Empty:
+		case PID, Empty, Login:
 			wantOwner = OwnerRoot
 		}
 		if d.Owner != wantOwner {
@@ -724,6 +724,7 @@ func TestParseLimits(t *testing.T) {
 func FuzzOpen(f *testing.F) {
 	f.Add(validFile(f, "Subject: x\r\n\r\nhi\r\n"))
 	f.Add([]byte("POSTERN-QUEUE 1\narrival 1\nsize 00000000000000000000\nschedule 0000000000 00000000000000000000\nsender -\nrcpt - - - a\nend-envelope\n"))
+	f.Add([]byte("POSTERN-QUEUE 1\narrival 1\nsize 00000000000000000000\nschedule 0000000000 00000000000000000000\nsender -\nuid 1000\nrcpt - - - a\nend-envelope\n"))
 	f.Add([]byte("POSTERN-QUEUE 1\n"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
