@@ -328,13 +328,15 @@ func TestPrivilege(t *testing.T) {
 	vUID, vGID := lookupIDs(t, "vmail")
 
 	file := opsDeliver(t, in, "demo", "privilege-1")
-	pids := opsDaemonPids(t, in, "smtpd", "cleanup", "qmgr", "local", "auth", "smtp", "lmtp")
+	pids := opsDaemonPids(t, in, "smtpd", "cleanup", "qmgr", "local", "auth", "smtp", "lmtp", "pickup", "showq")
 	// Settle: local's delivery thread switches its filesystem ids only
 	// for the write and back; give any such thread time to be done.
 	time.Sleep(300 * time.Millisecond)
 
 	t.Run("daemons", func(t *testing.T) {
-		for _, prog := range []string{"smtpd", "cleanup", "qmgr"} {
+		// pickup (reads and removes maildrop/) and showq (reads the
+		// queue for mailq) have the same row as cleanup and qmgr.
+		for _, prog := range []string{"smtpd", "cleanup", "qmgr", "pickup", "showq"} {
 			opsCheckProc(t, prog, pids[prog], opsPrivWant{
 				uid: pUID, gid: pGID, groups: []int{pGID},
 				capEff: 0, capPrm: 0, capBnd: opsU64(0), nnp: 1,
@@ -460,7 +462,7 @@ func TestPrivilege(t *testing.T) {
 	// Mail still flows after the inspection, and the daemons are the same
 	// processes (the checks above did not look at a restarted one).
 	opsDeliver(t, in, "other", "privilege-2")
-	after := opsDaemonPids(t, in, "smtpd", "cleanup", "qmgr", "local", "auth", "smtp", "lmtp")
+	after := opsDaemonPids(t, in, "smtpd", "cleanup", "qmgr", "local", "auth", "smtp", "lmtp", "pickup", "showq")
 	for p, pid := range pids {
 		if after[p] != pid {
 			t.Errorf("%s restarted during the test: pid %d, then %d", p, pid, after[p])
