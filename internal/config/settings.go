@@ -408,10 +408,13 @@ var table = []param{
 		Detail: "RFC 9051 asks for at least 30 minutes."},
 		min: 1, max: day},
 	{Setting: Setting{Name: "imapd_max_line_length", Kind: KindInt, Default: "65536", Group: groups[11],
-		Doc: "Longest IMAP command line, literals excluded; a longer one is answered BAD and the connection closed."},
+		Doc: "Longest IMAP command line, literals excluded; a longer one is answered BAD [TOOBIG]. imapd caps it at 50176 (its protocol library's own limit)."},
 		min: 1024, max: 1 << 24},
 	{Setting: Setting{Name: "imapd_append_limit", Kind: KindInt, Default: "$message_size_limit", Group: groups[11],
-		Doc: "Largest message APPEND accepts (advertised as APPENDLIMIT), and the largest literal; 0 means no limit."},
+		Doc: "Largest message APPEND accepts (advertised as APPENDLIMIT); 0 means no limit."},
+		min: 0, max: 1 << 40},
+	{Setting: Setting{Name: "imapd_max_literal_size", Kind: KindInt, Default: "$imapd_append_limit", Group: groups[11],
+		Doc: "Largest non-synchronising literal ({n+}) imapd reads; it also caps the APPENDLIMIT advertised. 0 means no limit."},
 		min: 0, max: 1 << 40},
 
 	// Local delivery for Unix users.
