@@ -50,14 +50,18 @@ type Store struct {
 }
 
 // OpenStore opens a user's Maildir (root = INBOX, absolute path); creates
-// root and its tmp/ new/ cur/ (0700) when create is true. The parent of
-// root must exist.
+// root and its tmp/ new/ cur/ (0700) when create is true, and missing
+// parents (0700, as local does for a first delivery): a user may log in
+// over POP3 or IMAP before any mail has arrived.
 func OpenStore(root string, create bool) (*Store, error) {
 	if root == "" || !filepath.IsAbs(root) {
 		return nil, fmt.Errorf("maildir %q: the Maildir path is not absolute", root)
 	}
 	root = filepath.Clean(root)
 	if create {
+		if err := os.MkdirAll(filepath.Dir(root), 0o700); err != nil {
+			return nil, fmt.Errorf("maildir %s: %w", root, err)
+		}
 		if err := makeMaildir(root, false); err != nil {
 			return nil, err
 		}

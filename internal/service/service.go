@@ -85,6 +85,7 @@ type Daemon struct {
 	chrootEmpty bool
 	// chrootLogin: chroot into the spool's login/ directory (login front ends).
 	chrootLogin bool
+	willChroot  bool
 	drainOnce   sync.Once
 	ctl         *os.File
 }
@@ -116,6 +117,7 @@ func Init(program string) *Daemon {
 	if !found {
 		log.Fatalf("%s: service %s/%s is not in %s/services.conf", program, *name, *typ, *dir)
 	}
+	d.willChroot = d.Service.Chroot && os.Geteuid() == 0
 	if len(d.Service.Options) > 0 {
 		c, err := cfg.WithOverrides(d.Service.Options)
 		if err != nil {
@@ -229,8 +231,9 @@ func (d *Daemon) DropLogin() {
 	d.Drop()
 }
 
-// Chrooted reports whether Drop confines the daemon to a chroot.
-func (d *Daemon) Chrooted() bool { return d.Service.Chroot && os.Geteuid() == 0 }
+// Chrooted reports whether Drop confines (or has confined) the daemon to
+// a chroot: the service asks for one and master started it as root.
+func (d *Daemon) Chrooted() bool { return d.willChroot }
 
 // Context is cancelled when master asks the daemon to quit.
 func (d *Daemon) Context() context.Context { return d.ctx }
