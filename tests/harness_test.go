@@ -148,15 +148,30 @@ type Instance struct {
 }
 
 // FreePort finds a TCP port on 127.0.0.1 that is free now.
+// A port is never handed out twice in one test run, so that two services
+// of one instance (or two instances) cannot be given the same one.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !portsGiven[p] {
+			portsGiven[p] = true
+			return p
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // Start configures and starts a Postern with the demo layout of make run:
 // virtual domain example.test with demo@ and other@, local domain
@@ -273,8 +288,18 @@ func (in *Instance) setupSubmission() string {
 	in.postern("config", "-e",
 		"smtpd_tls_cert_file = "+in.CertFile,
 		"smtpd_tls_key_file = "+filepath.Join(in.Etc, "key.pem"),
-		"auth_passwd_file = "+filepath.Join(in.Etc, "passwd"),
-		"auth_failure_delay = 0s")
+		"auth_passwd_file = "+filepath.Join(in.Etc, "passwd"))
+	// No delay after a failed login (tests try wrong passwords), unless
+	// the test sets one itself.
+	delay := true
+	for _, o := range in.opts.Settings {
+		if strings.HasPrefix(strings.TrimSpace(o), "auth_failure_delay") {
+			delay = false
+		}
+	}
+	if delay {
+		in.postern("config", "-e", "auth_failure_delay = 0s")
+	}
 	p1, p2 := FreePort(in.t), FreePort(in.t)
 	in.SubmissionAddr = fmt.Sprintf("127.0.0.1:%d", p1)
 	in.SubmissionsAddr = fmt.Sprintf("127.0.0.1:%d", p2)
