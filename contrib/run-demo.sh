@@ -13,6 +13,10 @@ bin=$top/bin
 port=${POSTERN_DEMO_PORT:-2525}
 subport=${POSTERN_DEMO_SUBMISSION_PORT:-2587}
 tlsport=${POSTERN_DEMO_SUBMISSIONS_PORT:-2465}
+pop3port=${POSTERN_DEMO_POP3_PORT:-2110}
+pop3sport=${POSTERN_DEMO_POP3S_PORT:-2995}
+imapport=${POSTERN_DEMO_IMAP_PORT:-2143}
+imapsport=${POSTERN_DEMO_IMAPS_PORT:-2993}
 
 if [ "$(id -u)" = 0 ]; then
 	getent group postdrop >/dev/null || groupadd --system postdrop
@@ -66,6 +70,20 @@ if [ ! -e "$etc/postern.conf" ]; then
   -o smtpd_sender_restrictions=reject_sender_login_mismatch
 SVC
 fi
+if ! grep -q '^login/pop3d' "$etc/services.conf"; then
+	cat >>"$etc/services.conf" <<SVC
+# Reading mail (demo ports): POP3 with STLS on $pop3port, implicit TLS on $pop3sport;
+# IMAP with STARTTLS on $imapport, implicit TLS on $imapsport.
+127.0.0.1:$pop3port inet n - y - - pop3-login
+127.0.0.1:$pop3sport inet n - y - - pop3-login
+  -o pop3d_tls_wrappermode=yes
+login/pop3d unix - n n - - pop3d
+127.0.0.1:$imapport inet n - y - - imap-login
+127.0.0.1:$imapsport inet n - y - - imap-login
+  -o imapd_tls_wrappermode=yes
+login/imapd unix - n n - - imapd
+SVC
+fi
 chmod 0755 "$var"
 [ "$(id -u)" = 0 ] && chown "$vuid:$vgid" "$var/vmail"
 
@@ -81,6 +99,10 @@ From a mail client: user demo@example.test, password demo, with STARTTLS on
 127.0.0.1:$subport or implicit TLS on 127.0.0.1:$tlsport (self-signed: $etc/cert.pem):
     swaks --server 127.0.0.1:$subport --tls --auth-user demo@example.test --auth-password demo \\
           --from demo@example.test --to demo@example.test
+Read it with POP3 (STLS on 127.0.0.1:$pop3port, pop3s on $pop3sport) or IMAP
+(STARTTLS on 127.0.0.1:$imapport, imaps on $imapsport), same user and password:
+    curl --ssl-reqd --cacert $etc/cert.pem pop3://127.0.0.1:$pop3port/1 -u demo@example.test:demo
+    curl --cacert $etc/cert.pem 'imaps://127.0.0.1:$imapsport/INBOX;UID=1' -u demo@example.test:demo
 Queue: $bin/postern -c $etc queue list      Stop: Ctrl-C
 
 TXT
