@@ -29,6 +29,8 @@ command -v bsd-mailx >/dev/null 2>&1 || need_pkgs="$need_pkgs bsd-mailx"
 command -v dpkg-buildpackage >/dev/null 2>&1 || need_pkgs="$need_pkgs dpkg-dev"
 command -v dh >/dev/null 2>&1 || need_pkgs="$need_pkgs debhelper"
 command -v fakeroot >/dev/null 2>&1 || need_pkgs="$need_pkgs fakeroot"
+command -v fail2ban-regex >/dev/null 2>&1 || need_pkgs="$need_pkgs fail2ban"
+command -v logrotate >/dev/null 2>&1 || need_pkgs="$need_pkgs logrotate"
 # Debian's postfix is a peer in the interoperability tests and the
 # benchmark's yardstick; preseeded "No configuration", it never runs as the
 # system's MTA (it has no main.cf), so nothing listens on port 25.

@@ -401,3 +401,14 @@ func checkRestrictions(v string) error {
 	}
 	return nil
 }
+
+// checkDefaultTransport accepts the transports qmgr can route the rest of
+// the world to.
+func checkDefaultTransport(v string) error {
+	t, _, _ := strings.Cut(strings.TrimSpace(v), ":")
+	switch t {
+	case "smtp", "error", "discard":
+		return nil
+	}
+	return fmt.Errorf("%q: default_transport is smtp, error:text or discard:", truncate(v))
+}

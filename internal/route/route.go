@@ -67,6 +67,7 @@ type Resolver struct {
 
 	transports config.Maps
 	relayhost  string
+	defaultTr  string // default_transport
 	relayDoms  *config.DomainList
 }
 
@@ -135,6 +136,7 @@ func New(cfg *config.Config, users *passwd.DB) (*Resolver, error) {
 	}
 	r.transports = load("transport_maps")
 	r.relayhost = strings.TrimSpace(cfg.Get("relayhost"))
+	r.defaultTr = strings.TrimSpace(cfg.Get("default_transport"))
 	if err == nil {
 		if r.relayDoms, err = cfg.Domains("relay_domains"); err != nil {
 			err = fmt.Errorf("relay_domains: %w", err)
@@ -212,6 +214,12 @@ func (r *Resolver) Route(a address.Address) (transport, nexthop string) {
 	}
 	if r.Classify(a) != Remote {
 		return "local", ""
+	}
+	// default_transport (error: on a host that sends no mail out) covers
+	// the rest of the world; relay_domains keep going out by SMTP, as
+	// Postfix's relay_transport does.
+	if t, nh, _ := strings.Cut(r.defaultTr, ":"); t != "" && t != "smtp" && !r.RelayDomain(d) {
+		return t, nh
 	}
 	if r.relayhost != "" {
 		return "smtp", r.relayhost
