@@ -173,6 +173,9 @@ func main() {
 			return l.dialPrivate(sock)
 		}})
 	}
+	// No no_new_privs: a |command (vacation, procmail) must be able to
+	// run sendmail, whose postern-drop is setgid (privsep.Spec).
+	d.AllowNewPrivs = true
 	d.Drop(privsep.CapSetuid, privsep.CapSetgid)
 	d.ServeRequests(d.Service.MaxProc, 1<<20, func(_ context.Context, req *ipc.Msg, files []*os.File) *ipc.Msg {
 		return l.request(req, files)

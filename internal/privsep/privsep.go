@@ -60,6 +60,13 @@ type Spec struct {
 	Dir string
 	// KeepCaps lists the capabilities kept when User is empty.
 	KeepCaps []int
+	// AllowNewPrivs leaves PR_SET_NO_NEW_PRIVS unset. Only local asks for
+	// it: the commands it runs as a user (a |command in .forward, such as
+	// vacation or procmail) must be able to run sendmail, whose
+	// postern-drop is setgid postdrop, and no_new_privs is inherited by
+	// every descendant. local keeps CAP_SETUID, which already lets it
+	// become any user: no_new_privs would add little to it.
+	AllowNewPrivs bool
 }
 
 // Result tells the caller what Drop did, for its log line.
@@ -90,8 +97,10 @@ func Drop(spec Spec) (Result, error) {
 				return Result{}, fmt.Errorf("privsep: chdir %s: %w", spec.Dir, err)
 			}
 		}
-		if err := noNewPrivs(); err != nil {
-			return Result{}, err
+		if !spec.AllowNewPrivs {
+			if err := noNewPrivs(); err != nil {
+				return Result{}, err
+			}
 		}
 		return Result{Unprivileged: true, UID: os.Getuid(), GID: os.Getgid()}, nil
 	}
@@ -170,10 +179,12 @@ func Drop(spec Spec) (Result, error) {
 			return Result{}, err
 		}
 	}
-	if err := noNewPrivs(); err != nil {
-		return Result{}, err
+	if !spec.AllowNewPrivs {
+		if err := noNewPrivs(); err != nil {
+			return Result{}, err
+		}
 	}
-	if err := verify(status, spec.User != "" && !contains(keep, CapSetuid), keep); err != nil {
+	if err := verify(status, spec.User != "" && !contains(keep, CapSetuid), keep, !spec.AllowNewPrivs); err != nil {
 		return Result{}, err
 	}
 	return Result{UID: uid, GID: gid}, nil
@@ -249,7 +260,7 @@ func contains(l []int, c int) bool {
 	return false
 }
 
-func verify(status *os.File, changedUID bool, keep []int) error {
+func verify(status *os.File, changedUID bool, keep []int, nnp bool) error {
 	if changedUID {
 		if _, _, e := syscall.RawSyscall(syscall.SYS_SETUID, 0, 0, 0); e == 0 {
 			return errors.New("privsep: setuid(0) succeeded after the drop")
@@ -266,7 +277,7 @@ func verify(status *os.File, changedUID bool, keep []int) error {
 	if st.CapEff != want || st.CapPrm != want {
 		return fmt.Errorf("privsep: verify: CapEff %016x CapPrm %016x, want %016x", st.CapEff, st.CapPrm, want)
 	}
-	if !st.NoNewPrivs {
+	if nnp && !st.NoNewPrivs {
 		return errors.New("privsep: verify: NoNewPrivs is not set")
 	}
 	return nil

@@ -75,6 +75,9 @@ type Daemon struct {
 	// IMAP session) to run on the same configuration.
 	Snapshot  []byte
 	ConfigDir string
+	// AllowNewPrivs: Drop leaves no_new_privs unset (local only; see
+	// privsep.Spec).
+	AllowNewPrivs bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -193,7 +196,7 @@ func (d *Daemon) watchControl() {
 // queue directory. Exits on failure.
 func (d *Daemon) Drop(keepCaps ...int) {
 	spool := d.Config.Get("queue_directory")
-	spec := privsep.Spec{Dir: spool, KeepCaps: keepCaps}
+	spec := privsep.Spec{Dir: spool, KeepCaps: keepCaps, AllowNewPrivs: d.AllowNewPrivs}
 	// A daemon that keeps capabilities (local) still leaves root: it runs
 	// as mail_owner, so it owns no root file.
 	if d.Service.Unpriv || len(keepCaps) > 0 {
