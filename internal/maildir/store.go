@@ -53,7 +53,7 @@ type Message struct {
 	Name   string    // file name relative to the folder dir: "cur/<...>" or "new/<...>"
 	Flags  string    // maildir info letters, sorted, incl. keyword letters
 	Size   int64     // size with CRLF line ends
-	Date   time.Time // internal date: from the unique name, else the file's mtime
+	Date   time.Time // internal date: the file's mtime (as Dovecot and mutt keep it), else the time in the unique name
 	Recent bool      // moved new→cur by this Sync call (IMAP \Recent)
 }
 
@@ -342,7 +342,7 @@ func (f *Folder) assign(files map[string]diskFile) bool {
 	var fresh []nk
 	for key, df := range files {
 		if !known[key] {
-			fresh = append(fresh, nk{f.dateOf(df), key})
+			fresh = append(fresh, nk{f.orderOf(df), key})
 		}
 	}
 	slices.SortFunc(fresh, func(a, b nk) int {
@@ -368,18 +368,32 @@ func (f *Folder) assign(files map[string]diskFile) bool {
 	return changed
 }
 
-// dateOf returns a file's internal date: the time in its name, else its
-// mtime (stat'ed once and remembered).
-func (f *Folder) dateOf(df diskFile) time.Time {
+// orderOf returns the time that orders new files for numbering: the time
+// in the name (when the file was saved), else its internal date. Dovecot
+// numbers new files in the order of their names' times too.
+func (f *Folder) orderOf(df diskFile) time.Time {
 	if t, ok := keyTime(df.key); ok {
 		return t
 	}
+	return f.dateOf(df)
+}
+
+// dateOf returns a file's internal date: its mtime (stat'ed once and
+// remembered), else the time in its name. The mtime, not the name, is
+// where Maildir keeps the internal date: Dovecot's APPEND with a date and
+// its COPY, and mutt's save, give a file a name of the time of saving and
+// the mtime of the message's date, and Dovecot reports the mtime as
+// INTERNALDATE (Postern's Append and Deliver set both alike).
+func (f *Folder) dateOf(df diskFile) time.Time {
 	if m, ok := f.meta[df.key]; ok && !m.date.IsZero() {
 		return m.date
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(f.dir+"/"+df.name, &st); err != nil {
-		return time.Time{}
+		// Renamed (flags changed) or expunged meanwhile: the name's time
+		// for now, not remembered, so that the next Sync stats again.
+		t, _ := keyTime(df.key)
+		return t
 	}
 	t := time.Unix(st.Mtim.Unix())
 	m, ok := f.meta[df.key]
@@ -933,11 +947,7 @@ func (f *Folder) MoveTo(m Message, dst *Folder) (uint32, error) {
 		}
 		date := m.Date
 		if date.IsZero() {
-			if t, ok := keyTime(key); ok {
-				date = t
-			} else {
-				date = time.Unix(st.Mtim.Unix())
-			}
+			date = time.Unix(st.Mtim.Unix())
 		}
 		vs := keyField(key, 'W')
 		if vs < 0 {

@@ -449,6 +449,10 @@ func TestParseDovecotUIDList(t *testing.T) {
 	os.WriteFile(filepath.Join(s.Root(), "cur", "1655390419.M2P743770.cp.example.ch,S=1000,W=1042:2,S"), []byte("x\n"), 0o600)
 	os.WriteFile(filepath.Join(s.Root(), "new", "1655390420.M3P1.host"), []byte("y\n"), 0o600)
 	os.WriteFile(filepath.Join(s.Root(), "cur", "1655390500.M9P1.host:2,"), []byte("z\nz\n"), 0o600)
+	// Saved in 2022 with an internal date of 2020 (Dovecot's APPEND with a
+	// date, mutt's save): the mtime holds the internal date.
+	internal := time.Unix(1600000000, 0)
+	os.Chtimes(filepath.Join(s.Root(), "cur", "1655390500.M9P1.host:2,"), internal, internal)
 	os.WriteFile(filepath.Join(s.Root(), "dovecot-uidlist"), []byte(dovecotSample), 0o600)
 	f := openFolder(t, s, "INBOX")
 	msgs := mustSync(t, f, false)
@@ -458,8 +462,8 @@ func TestParseDovecotUIDList(t *testing.T) {
 	if msgs[0].UID != 3 || msgs[0].Size != 1042 || msgs[0].Flags != "S" || msgs[1].UID != 4 || msgs[1].Size != 88 || msgs[2].UID != 6 || msgs[2].Size != 6 {
 		t.Fatalf("%+v", msgs)
 	}
-	if !msgs[2].Date.Equal(time.Unix(1655390500, 9000)) {
-		t.Fatalf("date from name: %v", msgs[2].Date)
+	if !msgs[2].Date.Equal(internal) {
+		t.Fatalf("internal date %v, want the mtime %v", msgs[2].Date, internal)
 	}
 }
 
@@ -922,4 +926,42 @@ func FuzzParseSubscriptions(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestUIDValidityMarker: Dovecot's dovecot-uidvalidity.<hex> marker is
+// read (Dovecot may have moved it past the main file's value), renamed to
+// the value given, and left the only one; the main file follows it.
+func TestUIDValidityMarker(t *testing.T) {
+	s := newStore(t)
+	future := uint32(time.Now().Unix()) + 1000
+	root := s.Root()
+	os.WriteFile(filepath.Join(root, "dovecot-uidvalidity"), []byte("00000010"), 0o600)
+	os.WriteFile(filepath.Join(root, fmt.Sprintf("dovecot-uidvalidity.%08x", future)), nil, 0o444)
+	os.WriteFile(filepath.Join(root, "dovecot-uidvalidity.00000005"), nil, 0o444) // a stray older one
+	if err := s.Create("a"); err != nil {
+		t.Fatal(err)
+	}
+	f := openFolder(t, s, "a")
+	v := f.UIDValidity()
+	if v != future+1 {
+		t.Fatalf("UIDVALIDITY %d, want %d (above Dovecot's marker)", v, future+1)
+	}
+	markers, _ := filepath.Glob(filepath.Join(root, "dovecot-uidvalidity.*"))
+	want := filepath.Join(root, fmt.Sprintf("dovecot-uidvalidity.%08x", v))
+	if len(markers) != 1 || markers[0] != want {
+		t.Fatalf("markers %q, want only %q", markers, want)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "dovecot-uidvalidity")); string(b) != fmt.Sprintf("%08x", v) {
+		t.Fatalf("dovecot-uidvalidity holds %q, want %08x", b, v)
+	}
+	// The next folder goes on from there, marker and file alike.
+	if err := s.Create("b"); err != nil {
+		t.Fatal(err)
+	}
+	if g := openFolder(t, s, "b"); g.UIDValidity() != v+1 {
+		t.Fatalf("next UIDVALIDITY %d, want %d", g.UIDValidity(), v+1)
+	}
+	if _, err := os.Stat(filepath.Join(root, fmt.Sprintf("dovecot-uidvalidity.%08x", v+1))); err != nil {
+		t.Fatalf("marker not moved on: %v", err)
+	}
 }

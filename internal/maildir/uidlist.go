@@ -6,9 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The uid list maps a message's key (its file name up to ":2,") to its
@@ -248,34 +251,91 @@ func newUIDList(v uint32) *UIDList {
 // uidvalidityFile in the root Maildir holds the last UIDVALIDITY given to
 // any folder of the store, in hex, as Dovecot keeps it: a folder deleted
 // and made again in the same second still gets a new one (RFC 3501
-// §2.3.1.1).
+// §2.3.1.1). Beside it Dovecot keeps one empty marker file,
+// dovecot-uidvalidity.<8 hex digits>, named after the same value; it
+// trusts the marker, not the file, and claims a value by renaming the
+// marker to it (which only one process can do). We follow both: read the
+// higher of file and marker, rename the marker (or create the first),
+// then write the file.
 const uidvalidityFile = "dovecot-uidvalidity"
 
 // nextUIDValidity returns a UIDVALIDITY for a new uid list: the current
-// time, but above old and above every value the store gave before. A
-// store file that cannot be read or written only loses that guarantee.
+// time, but above old and above every value the store gave before (by
+// Postern or Dovecot). A store file that cannot be read or written only
+// loses that guarantee.
 func (s *Store) nextUIDValidity(old uint32) uint32 {
-	v := uint32(time.Now().Unix())
-	if v <= old {
-		v = old + 1
-	}
 	path := s.root + "/" + uidvalidityFile
-	l, err := lockDot(path)
-	if err == nil {
+	// The dotlock orders Postern's processes; against Dovecot, which does
+	// not take it, the marker's rename is what is atomic.
+	if l, err := lockDot(path); err == nil {
 		defer l.unlock()
+	}
+	for range 10 {
+		last := old
 		if data, err := readLimited(path, 64); err == nil {
-			if last, err := strconv.ParseUint(strings.TrimSpace(string(data)), 16, 32); err == nil && v <= uint32(last) {
-				v = uint32(last) + 1
+			if n, err := strconv.ParseUint(strings.TrimSpace(string(data)), 16, 32); err == nil {
+				last = max(last, uint32(n))
 			}
 		}
-	}
-	if v == 0 {
-		v = 1
-	}
-	if err == nil {
+		marker, mv := s.uidvalidityMarker()
+		last = max(last, mv)
+		v := max(uint32(time.Now().Unix()), last+1)
+		if v == 0 {
+			v = 1 // wrapped: 0 is not a UIDVALIDITY
+		}
+		to := fmt.Sprintf("%s.%08x", path, v)
+		if marker != "" {
+			if err := os.Rename(s.root+"/"+marker, to); err != nil {
+				if os.IsNotExist(err) {
+					continue // Dovecot claimed a value meanwhile: look again
+				}
+				return v
+			}
+		} else {
+			fh, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o444)
+			if os.IsExist(err) {
+				continue
+			}
+			if err != nil {
+				return v
+			}
+			fh.Close()
+		}
 		writeAtomic(path, []byte(fmt.Sprintf("%08x", v)))
+		return v
 	}
-	return v
+	return max(uint32(time.Now().Unix()), old+1)
+}
+
+// uidvalidityMarker returns the name and value of the highest
+// dovecot-uidvalidity.<hex> marker in the root ("" and 0 if none), and
+// removes the others: Dovecot takes whichever it reads first.
+func (s *Store) uidvalidityMarker() (string, uint32) {
+	names, err := readNames(s.root)
+	if err != nil {
+		return "", 0
+	}
+	var best string
+	var bv uint32
+	for _, n := range names {
+		hex, ok := strings.CutPrefix(n, uidvalidityFile+".")
+		if !ok || len(hex) != 8 {
+			continue
+		}
+		v, err := strconv.ParseUint(hex, 16, 32)
+		if err != nil {
+			continue
+		}
+		if best != "" && uint32(v) <= bv {
+			os.Remove(s.root + "/" + n)
+			continue
+		}
+		if best != "" {
+			os.Remove(s.root + "/" + best)
+		}
+		best, bv = n, uint32(v)
+	}
+	return best, bv
 }
 
 // newGUID returns 128 random bits in hex, Dovecot's mailbox GUID form.
