@@ -314,11 +314,33 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	for _, f := range folders {
 		exists[f] = true
 	}
-	names := folders
+	// A level with children but no directory of its own (Dovecot makes
+	// "a/b" without "a") is listed \Noselect \HasChildren, as RFC 3501
+	// §6.3.8 asks, so that clients can reach the children.
+	parents := map[string]bool{}
+	for _, f := range folders {
+		for i := strings.IndexByte(f, '/'); i >= 0; {
+			if p := f[:i]; !exists[p] && !parents[p] {
+				parents[p] = true
+			}
+			j := strings.IndexByte(f[i+1:], '/')
+			if j < 0 {
+				break
+			}
+			i += 1 + j
+		}
+	}
+	names := append([]string(nil), folders...)
+	for p := range parents {
+		names = append(names, p)
+	}
+	if len(parents) > 0 && len(names) > 1 {
+		sort.Strings(names[1:])
+	}
 	if options.SelectSubscribed {
 		// subscribed names that no longer exist are listed \NonExistent
 		for _, n := range subs {
-			if !exists[n] && n != "INBOX" {
+			if !exists[n] && !parents[n] && n != "INBOX" {
 				names = append(names, n)
 			}
 		}
@@ -365,7 +387,9 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		if options.SelectSpecialUse && use == "" {
 			continue
 		}
-		if !exists[name] {
+		if parents[name] {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect, imap.MailboxAttrHasChildren)
+		} else if !exists[name] {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
 		} else if hasChildren(name) {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrHasChildren)

@@ -849,3 +849,29 @@ func TestIdleSeesOtherSession(t *testing.T) {
 		t.Errorf("after EXPUNGE: %q", lines)
 	}
 }
+
+// TestListMissingParent: a folder whose parent has no directory (Dovecot
+// creates "a/b" without "a") still has that parent listed, \Noselect.
+func TestListMissingParent(t *testing.T) {
+	dir := newMaildir(t)
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		if err := os.MkdirAll(filepath.Join(dir, ".Archiv.2025", sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, _ := startSession(t, dir, testSettings)
+	r := newRaw(t, c)
+	lines := r.cmd(`LIST "" "%%"`)
+	mustOK(t, lines)
+	if all := joined(lines); !strings.Contains(all, `* LIST (\Noselect \HasChildren) "/" "Archiv"`) {
+		t.Errorf("LIST %%: no \\Noselect parent:\n%s", all)
+	}
+	lines = r.cmd(`LIST "Archiv/" "%%"`)
+	mustOK(t, lines)
+	if all := joined(lines); !strings.Contains(all, `"Archiv/2025"`) {
+		t.Errorf("LIST Archiv/%%: child missing:\n%s", all)
+	}
+	if l := last(r.cmd("SELECT Archiv")); !strings.Contains(l, "NO") {
+		t.Errorf("SELECT of the missing parent: %q", l)
+	}
+}
