@@ -98,7 +98,8 @@ wait_port "$pop"; wait_port "$imp"
 # --- Dovecot -----------------------------------------------------------
 dpop=$(free_port); dimp=$(free_port)
 mkdir -p "$work/dovecot/run"
-printf 'demo@example.test:{PLAIN}demo\n' >"$work/dovecot/passwd"
+# The same SHA512-CRYPT hash as Postern's passwd-file: equal work per login.
+cut -d: -f1,2 "$etc/passwd" >"$work/dovecot/passwd"
 cat >"$work/dovecot/dovecot.conf" <<CONF
 base_dir = $work/dovecot/run
 state_dir = $work/dovecot/state
@@ -116,7 +117,7 @@ mail_gid = $vgid
 first_valid_uid = 1
 passdb {
   driver = passwd-file
-  args = scheme=PLAIN $work/dovecot/passwd
+  args = $work/dovecot/passwd
 }
 userdb {
   driver = static
