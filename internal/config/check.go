@@ -410,5 +410,5 @@ func checkDefaultTransport(v string) error {
 	case "smtp", "error", "discard":
 		return nil
 	}
-	return fmt.Errorf("%q: default_transport is smtp, error:text or discard:", truncate(v))
+	return fmt.Errorf("%q: default_transport is one of smtp, error:TEXT, discard", truncate(v))
 }
