@@ -59,6 +59,9 @@ type account struct {
 func (l *local) accountFor(uid int) *account {
 	if uid > 0 {
 		if u, ok := l.users.UserByUID(uid); ok {
+			if l.isMailOwner(u.UID) {
+				return &account{uid: -1, problem: "the file's owner " + u.Name + " is mail_owner; commands and files never run as it"}
+			}
 			return l.fromUser(u, false)
 		}
 	}
@@ -69,7 +72,18 @@ func (l *local) accountFor(uid int) *account {
 	if u.UID == 0 {
 		return &account{uid: -1, problem: "default_privs user " + l.defaultPrivs + " has uid 0"}
 	}
+	if l.isMailOwner(u.UID) {
+		return &account{uid: -1, problem: "default_privs user " + l.defaultPrivs + " is mail_owner"}
+	}
 	return l.fromUser(u, true)
+}
+
+// isMailOwner says whether uid is mail_owner's, under the privilege
+// separation: a command or file delivery as mail_owner could read and
+// forge every queue file. (Run by an ordinary user, everything is that
+// user anyway.)
+func (l *local) isMailOwner(uid int) bool {
+	return privsep.CanSwitch() && uid == l.ownerUID
 }
 
 func (l *local) fromUser(u passwd.User, def bool) *account {
