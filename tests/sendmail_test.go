@@ -444,3 +444,102 @@ func TestPickupMalformed(t *testing.T) {
 		t.Error("the forged file was delivered")
 	}
 }
+
+// TestPickupBounce: a local submission that cleanup refuses for good
+// after postern-drop exited 0 is not lost: pickup bounces it to the
+// submitting user and empties maildrop/ (review M2).
+func TestPickupBounce(t *testing.T) {
+	s := startSubmit(t, Options{
+		Settings: []string{"smtpd_recipient_limit = 2"},
+		Aliases:  "postmaster: demo@example.test\n" + submitUser + ": other@example.test\n",
+	})
+	from := submitUser + "@mx.postern.test"
+	bounceIn := func(box string, n int) string {
+		t.Helper()
+		for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			var found []string
+			for _, m := range Messages(s.Maildir(box)) {
+				b, err := os.ReadFile(m)
+				if err == nil && strings.HasPrefix(header(string(b), "Subject"), "Undelivered Mail Returned to Sender") {
+					found = append(found, string(b))
+				}
+			}
+			if len(found) >= n {
+				return found[n-1]
+			}
+		}
+		t.Fatalf("no bounce %d in %s\n%s", n, box, s.Log())
+		return ""
+	}
+	logLine := func(reason string) {
+		t.Helper()
+		re := regexp.MustCompile(fmt.Sprintf(`pickup\[\d+\]: [0-9A-F]{18}: uid=%d from=<%s>: rejected: %s; bounce queued as [0-9A-F]{18}\n`,
+			s.uid, regexp.QuoteMeta(from), regexp.QuoteMeta(reason)))
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			if re.MatchString(s.Log()) {
+				return
+			}
+		}
+		t.Errorf("no log line %s\n%s", re, s.Log())
+	}
+
+	sub(t, s, "TooManyRecipients", func(t *testing.T) {
+		s.sendmail("Subject: crowd\n\nfor three\n", "demo@example.test", "other@example.test", "third@example.test")
+		msg := bounceIn("other", 1)
+		for _, want := range []string{"Status: 5.5.4", "Diagnostic-Code: X-Postern; 3 recipients, more than 2", "Subject: crowd", "for three"} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("no %q in the bounce:\n%s", want, msg)
+			}
+		}
+		if header(msg, "Return-Path") != "<>" {
+			t.Errorf("Return-Path %q", header(msg, "Return-Path"))
+		}
+		logLine("3 recipients, more than 2")
+		if f := s.maildropFiles(); len(f) != 0 {
+			t.Errorf("maildrop/ still holds %v", f)
+		}
+	})
+
+	sub(t, s, "TooBig", func(t *testing.T) {
+		// postern-drop checks the limit it reads when it runs: submit
+		// while Postern is stopped and the limit large, then restart
+		// with a small one, so that only cleanup sees the excess.
+		s.Kill()
+		time.Sleep(200 * time.Millisecond)
+		s.sendmail("Subject: huge\n\n"+strings.Repeat("a line of the huge body\n", 400), "-i", "demo@example.test")
+		if f := s.maildropFiles(); len(f) != 1 {
+			t.Fatalf("maildrop/ holds %v", f)
+		}
+		s.postern("config", "-e", "message_size_limit = 6000")
+		s.Restart()
+		msg := bounceIn("other", 2)
+		for _, want := range []string{"Status: 5.3.4", "message file too big", "text/rfc822-headers", "Subject: huge"} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("no %q in the bounce:\n%s", want, msg)
+			}
+		}
+		if strings.Contains(msg, "a line of the huge body") {
+			t.Errorf("the bounce returned the too big body:\n%s", msg)
+		}
+		logLine("Error: message file too big")
+		if f := s.maildropFiles(); len(f) != 0 {
+			t.Errorf("maildrop/ still holds %v", f)
+		}
+		for _, m := range Messages(s.Maildir("demo")) {
+			if b, _ := os.ReadFile(m); header(string(b), "Subject") == "huge" {
+				t.Error("the too big message was delivered")
+			}
+		}
+	})
+
+	sub(t, s, "ExtractNobody", func(t *testing.T) {
+		// postern-drop itself refuses -t without a usable address.
+		_, errs, code := s.run(false, "postern-drop", "To: <<bad\nSubject: x\n\nx\n", "-t")
+		if code != 65 || !strings.Contains(errs, "no recipient addresses found in message header") {
+			t.Errorf("postern-drop -t: exit %d, %q", code, errs)
+		}
+		if f := s.maildropFiles(); len(f) != 0 {
+			t.Errorf("maildrop/ holds %v", f)
+		}
+	})
+}

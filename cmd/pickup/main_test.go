@@ -60,9 +60,9 @@ func TestEnvelope(t *testing.T) {
 	defer f.Close()
 	var hdr bytes.Buffer
 	maildrop.Write(&hdr, env)
-	m, why := p.envelope(name, env, f, int64(hdr.Len()))
-	if m == nil {
-		t.Fatal(why)
+	m, rj, err := p.envelope(name, env, f, int64(hdr.Len()))
+	if m == nil || rj != nil || err != nil {
+		t.Fatal(rj, err)
 	}
 	got := strings.Join(m.All("rcpt"), " ")
 	if got != "bob@host.example carol@example.org dave@example.org" {
@@ -78,8 +78,22 @@ func TestEnvelope(t *testing.T) {
 	defer f2.Close()
 	hdr.Reset()
 	maildrop.Write(&hdr, env2)
-	if m, _ := p.envelope(name2, env2, f2, int64(hdr.Len())); m != nil {
-		t.Errorf("no recipients accepted: %v", m.All("rcpt"))
+	if m, rj, _ := p.envelope(name2, env2, f2, int64(hdr.Len())); m != nil || rj == nil || rj.reason != "no recipient addresses found in message header" {
+		t.Errorf("no recipients accepted: %v %+v", m, rj)
+	}
+	// A sender that is not an address: rejected, with the recipients for
+	// the report.
+	env3 := &maildrop.Envelope{Arrival: time.Now(), Login: "alice", Sender: "a b@@c", SenderSet: true, Recipients: []string{"bob"}}
+	name3 := dropFile(t, env3, "Subject: x\n\n", 0o744)
+	f3, _ := os.Open(filepath.Join(queue.Maildrop, name3))
+	defer f3.Close()
+	hdr.Reset()
+	maildrop.Write(&hdr, env3)
+	if m, rj, _ := p.envelope(name3, env3, f3, int64(hdr.Len())); m != nil || rj == nil || !rj.bad || rj.status != "5.1.7" || len(rj.rcpts) != 1 || rj.rcpts[0] != "bob@host.example" {
+		t.Errorf("bad sender: %v %+v", m, rj)
+	}
+	if to, proto := p.bounceTo(env3, &rejection{from: env3.Sender, bad: true}); to != "alice@host.example" || proto != "bounce" {
+		t.Errorf("bad sender's bounce to %q %q", to, proto)
 	}
 }
 

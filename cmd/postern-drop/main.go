@@ -36,14 +36,22 @@
 //   - without -f a uid that has no login name exits 67 (EX_NOUSER);
 //   - -c from a user who is not root exits 77 (EX_NOPERM); a configuration
 //     that does not load, 78 (EX_CONFIG);
-//   - a write or fsync error, or a signal (HUP, INT, TERM) while writing,
-//     removes the file: exit 75 (EX_TEMPFAIL) or 74 (EX_IOERR for stdin);
-//     nothing half-written is ever marked complete;
+//   - with -t and no recipient arguments, a header section that names no
+//     usable recipient address (To, Cc, Bcc or their Resent- forms) exits
+//     65 (EX_DATAERR) and leaves nothing behind, as Sendmail and Postfix
+//     do, instead of leaving pickup a message it cannot send;
+//   - a write or fsync error, or a signal (HUP, INT, TERM, QUIT) while
+//     writing, removes the file: exit 75 (EX_TEMPFAIL) or 74 (EX_IOERR
+//     for stdin); nothing half-written is ever marked complete. From the
+//     moment the file is about to be marked complete those signals are
+//     ignored: a committed file is never removed, so an exit 75 always
+//     means nothing was queued and a retry cannot make a duplicate;
 //   - -showq and -flush with the mail system down exit 69 (EX_UNAVAILABLE).
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -82,6 +90,10 @@ const (
 )
 
 const prog = "postern-drop"
+
+// dropSignals are the signals that, while the file is being written,
+// remove it and exit 75 (EX_TEMPFAIL).
+var dropSignals = []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT}
 
 // exitError carries an exit code to main.
 type exitError struct {
@@ -133,6 +145,7 @@ type options struct {
 	stdin           io.Reader
 	stdout          io.Writer
 	removeOnSignals bool
+	onCommit        func() // tests: runs once the file is about to be committed
 }
 
 func run(args []string, stdin io.Reader, stdout io.Writer) error {
@@ -259,14 +272,39 @@ func submit(o *options) error {
 	// it is cleaner.
 	var once sync.Once
 	remove := func() { once.Do(func() { f.Close(); os.Remove(path) }) }
+	// commit is called right before the chmod that makes the file ready.
+	// From then on a signal must not remove the file: pickup may already
+	// be reading it, and the exit 75 would make the caller submit the
+	// message a second time. So the signals are ignored from then on, and
+	// a signal that reached the handler before is dropped there
+	// (committed, under mu, decides which of the two came first).
+	var mu sync.Mutex
+	committed := false
+	commit := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if o.removeOnSignals {
+			signal.Ignore(dropSignals...)
+		}
+		committed = true
+		if o.onCommit != nil {
+			o.onCommit()
+		}
+	}
 	if o.removeOnSignals {
 		sigs := make(chan os.Signal, 1)
-		signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
+		signal.Notify(sigs, dropSignals...)
 		done := make(chan struct{})
 		defer close(done)
 		go func() {
 			select {
 			case s := <-sigs:
+				mu.Lock()
+				if committed {
+					// Too late to take the submission back; it stands.
+					mu.Unlock()
+					return
+				}
 				remove()
 				fmt.Fprintf(os.Stderr, "%s: interrupted by signal %v; nothing was queued\n", prog, s)
 				os.Exit(exTempFail)
@@ -274,7 +312,7 @@ func submit(o *options) error {
 			}
 		}()
 	}
-	if err := write(f, env, o); err != nil {
+	if err := write(f, env, o, commit); err != nil {
 		remove()
 		return err
 	}
@@ -332,7 +370,36 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func write(f *os.File, env *maildrop.Envelope, o *options) error {
+// headCapture keeps the first maildrop.MaxHeaderScan bytes written to it:
+// the part of the message that holds the header section HeaderRecipients
+// reads for -t.
+type headCapture struct{ b []byte }
+
+func (h *headCapture) Write(p []byte) (int, error) {
+	if room := maildrop.MaxHeaderScan - len(h.b); room > 0 {
+		h.b = append(h.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+// headerRecipients reports whether the captured header names at least one
+// recipient address that pickup can use, the check for -t.
+func headerRecipients(head []byte) bool {
+	addrs, _, err := maildrop.HeaderRecipients(bytes.NewReader(head))
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if checkAddress("recipient", a, false) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// write fills f with the envelope and the message and marks it complete;
+// commit runs right before the mode change that does that.
+func write(f *os.File, env *maildrop.Envelope, o *options, commit func()) error {
 	bw := bufio.NewWriterSize(f, 64<<10)
 	if err := maildrop.Write(bw, env); err != nil {
 		return fail(exUsage, "%v", err)
@@ -341,6 +408,13 @@ func write(f *os.File, env *maildrop.Envelope, o *options) error {
 	var in io.Reader = src
 	if o.maxSize > 0 {
 		in = io.LimitReader(src, o.maxSize+1)
+	}
+	var head *headCapture
+	if o.extract && len(o.recipients) == 0 {
+		// -t alone: refuse a message that names nobody now, while the
+		// user can still be told, rather than leave it to pickup.
+		head = &headCapture{}
+		in = io.TeeReader(in, head)
 	}
 	// Copy by hand so that a read error (stdin) and a write error (the
 	// spool) get their own exit codes.
@@ -362,11 +436,17 @@ func write(f *os.File, env *maildrop.Envelope, o *options) error {
 	if o.maxSize > 0 && src.n > o.maxSize {
 		return fail(exDataErr, "message is larger than message_size_limit (%d bytes)", o.maxSize)
 	}
+	if head != nil && !headerRecipients(head.b) {
+		return fail(exDataErr, "no recipient addresses found in message header")
+	}
 	if err := bw.Flush(); err != nil {
 		return fail(exTempFail, "write %s: %v", f.Name(), err)
 	}
 	if err := f.Sync(); err != nil {
 		return fail(exTempFail, "fsync %s: %v", f.Name(), err)
+	}
+	if commit != nil {
+		commit()
 	}
 	if err := f.Chmod(maildrop.ReadyMode); err != nil {
 		return fail(exTempFail, "chmod %s: %v", f.Name(), err)
