@@ -288,14 +288,19 @@ func (r *Resolver) candidates(local string) []string {
 }
 
 func (r *Resolver) virtualEntry(a address.Address) (string, bool) {
+	if v, ok := r.virtualUserEntry(a); ok {
+		return v, true
+	}
+	return r.virtMaps.Lookup("@" + normDomain(a.Domain))
+}
+
+// virtualUserEntry is virtualEntry without the domain's catch-all.
+func (r *Resolver) virtualUserEntry(a address.Address) (string, bool) {
 	d := normDomain(a.Domain)
 	for _, u := range r.candidates(a.Local) {
 		if v, ok := r.virtMaps.Lookup(u + "@" + d); ok {
 			return v, true
 		}
-	}
-	if v, ok := r.virtMaps.Lookup("@" + d); ok {
-		return v, true
 	}
 	return "", false
 }
@@ -378,15 +383,28 @@ func (r *Resolver) LocalMailbox(local string) (Mailbox, error) {
 // VirtualMailbox finds the mailbox of a virtual address per
 // virtual_mailbox_maps, virtual_uid_maps and virtual_gid_maps.
 func (r *Resolver) VirtualMailbox(a address.Address) (Mailbox, error) {
-	v, ok := r.virtualEntry(a)
+	// The user's own entry, then the user database, and the domain's
+	// catch-all (@domain) last: a catch-all collects mail for addresses
+	// nobody has, and must not take a real user's mail (nor give that
+	// user, logging in over POP3 or IMAP, everybody else's).
+	v, ok := r.virtualUserEntry(a)
+	var du authclient.User
+	found := false
 	if !ok {
-		du, ok, err := r.dbUser(a)
+		var err error
+		du, found, err = r.dbUser(a)
 		if err != nil {
 			return Mailbox{}, fmt.Errorf("%s: user database: %w", a, err)
 		}
-		if !ok {
+		if !found {
+			v, ok = r.virtMaps.Lookup("@" + normDomain(a.Domain))
+		}
+		if !found && !ok {
 			return Mailbox{}, fmt.Errorf("%s: not in virtual_mailbox_maps", a)
 		}
+	}
+	if found {
+		var err error
 		p := du.Mail
 		if p == "" && du.Home != "" {
 			p = filepath.Join(du.Home, "Maildir") + "/"

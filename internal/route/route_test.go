@@ -549,3 +549,21 @@ func TestOverlapThroughDomainFile(t *testing.T) {
 		t.Errorf("New with mail.example.com in a virtual domain file: %v; want the overlap error", err)
 	}
 }
+
+// TestCatchAllAfterUserDB: a user of the user database in a domain with a
+// catch-all gets the own mailbox, not the catch-all, and an address
+// nobody has still goes to the catch-all.
+func TestCatchAllAfterUserDB(t *testing.T) {
+	r := newResolver(t, baseConf)
+	db := newFakeDB()
+	db.users["erin@catch.example"] = authclient.User{Name: "erin@catch.example", UID: 7003, GID: 7004, Mail: "/srv/mail/erin/"}
+	r.SetUserDB(db)
+	mb, err := r.VirtualMailbox(addr("erin", "catch.example"))
+	if err != nil || mb.Path != "/srv/mail/erin/" || mb.UID != 7003 {
+		t.Errorf("erin@catch.example: %+v, %v; want her own mailbox", mb, err)
+	}
+	mb, err = r.VirtualMailbox(addr("nobody", "catch.example"))
+	if err != nil || mb.Path != "/var/vmail/catch.example/all/" {
+		t.Errorf("nobody@catch.example: %+v, %v; want the catch-all", mb, err)
+	}
+}
