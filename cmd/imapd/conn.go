@@ -18,8 +18,12 @@
 //     come from imapserver's own argument decoding (our Session never
 //     returns that text), so it becomes "BAD [CLIENTBUG] Invalid arguments".
 //
-// It also counts bytes for the disconnect log line and remembers why the
-// session ended.
+// It also counts bytes for the disconnect log line, remembers why the
+// session ended, and batches output: imapserver flushes after every
+// response line, which for a FETCH of 10,000 messages is 10,000 write
+// system calls; during FETCH, SEARCH and STORE (commands that never wait
+// for the client once read) untagged lines are held, up to outBatch
+// bytes, and sent with the tagged reply (or after batchDelay at most).
 package main
 
 import (
@@ -92,7 +96,21 @@ type sessionConn struct {
 	oTail   []byte // last bytes of the current untagged line
 	oLit    int64  // literal bytes still to pass
 	obuf    []byte
+	oFlush  bool   // filterOut passed a tagged line or a continuation request
+	pend    []byte // output held back (see the file comment)
+	timer   *time.Timer
+
+	bulk bool // (mu) the command being run is one whose output is batched
 }
+
+// Output batching limits: bytes held, and the longest they are held.
+const (
+	outBatch   = 64 << 10
+	batchDelay = 20 * time.Millisecond
+)
+
+// batched are the commands whose untagged output is held back.
+var batched = map[string]bool{"FETCH": true, "SEARCH": true, "STORE": true}
 
 func newSessionConn(c net.Conn, idle time.Duration, maxLine int, maxLit int64) *sessionConn {
 	if maxLine <= 0 || maxLine > libMaxCommand-1024 {
@@ -129,6 +147,15 @@ func (c *sessionConn) SetDeadline(t time.Time) error {
 func (c *sessionConn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
+		// Send what is held back (a BYE, say), unless a write is stuck:
+		// then closing is what unblocks it.
+		if c.wmu.TryLock() {
+			if c.timer != nil {
+				c.timer.Stop()
+			}
+			c.writeLocked(nil)
+			c.wmu.Unlock()
+		}
 		err = c.Conn.Close()
 		close(c.closed)
 	})
@@ -304,6 +331,9 @@ func (c *sessionConn) Read(p []byte) (int, error) {
 			c.afterLit, c.afterSync = size, !nonSync
 		} else {
 			c.inCmd, c.cmdLen = false, 0
+			c.mu.Lock()
+			c.bulk = batched[c.cmdName]
+			c.mu.Unlock()
 		}
 		c.approved = len(line)
 	}
@@ -389,6 +419,18 @@ func (c *sessionConn) writeRaw(p []byte) {
 }
 
 func (c *sessionConn) writeLocked(p []byte) error {
+	if len(c.pend) > 0 {
+		// what was held goes first, in the same write
+		c.pend = append(c.pend, p...)
+		p = c.pend
+		c.pend = c.pend[:0]
+		if len(p) > 2*outBatch {
+			defer func() { c.pend = nil }() // do not keep a large buffer
+		}
+	}
+	if len(p) == 0 {
+		return nil
+	}
 	c.Conn.SetWriteDeadline(time.Now().Add(time.Minute))
 	n, err := c.Conn.Write(p)
 	c.mu.Lock()
@@ -412,14 +454,40 @@ func (c *sessionConn) Write(p []byte) (int, error) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.oFlush = false
 	out := c.filterOut(p)
 	if len(out) == 0 {
+		return len(p), nil
+	}
+	c.mu.Lock()
+	bulk := c.bulk
+	if c.oFlush {
+		c.bulk = false // the command is done (or waits for the client)
+	}
+	c.mu.Unlock()
+	if bulk && !c.oFlush && len(c.pend)+len(out) <= outBatch {
+		c.pend = append(c.pend, out...)
+		if c.timer == nil {
+			c.timer = time.AfterFunc(batchDelay, c.flushPending)
+		} else {
+			c.timer.Reset(batchDelay)
+		}
 		return len(p), nil
 	}
 	if err := c.writeLocked(out); err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// flushPending sends held output: the safety net for output that no
+// tagged line follows soon.
+func (c *sessionConn) flushPending() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(c.pend) > 0 {
+		c.writeLocked(nil)
+	}
 }
 
 // filterOut runs the output state machine over p and returns what to send.
@@ -438,6 +506,9 @@ func (c *sessionConn) filterOut(p []byte) []byte {
 			c.oTagged = p[0] != '*' && p[0] != '+'
 			c.oHold = c.oHold[:0]
 			c.oTail = c.oTail[:0]
+			if p[0] == '+' {
+				c.oFlush = true
+			}
 		}
 		i := bytes.IndexByte(p, '\n')
 		chunk := p
@@ -457,6 +528,7 @@ func (c *sessionConn) filterOut(p []byte) []byte {
 			}
 			out = append(out, rewriteTagged(c.oHold)...)
 			c.oLine = false
+			c.oFlush = true
 			continue
 		}
 		out = append(out, chunk...)

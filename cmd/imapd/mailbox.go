@@ -44,13 +44,26 @@ type selected struct {
 	kwSent      int      // keywords announced in FLAGS
 	watch       <-chan struct{}
 	cancel      context.CancelFunc
+	hdrs        map[string]*hdrInfo // by maildir key; see hdrcache.go
+	diskLoaded  bool                // postern-cache was read (diskcache.go)
+	fresh       int                 // headers parsed since, not yet in the file
+	skipPoll    bool                // the next Poll need not sync (see Store)
 }
+
+// bulkStore is the number of files a STORE must rename for the Poll that
+// ends it to be skipped: the renames changed cur/, so that Poll would
+// have to read the whole directory again only to find our own changes;
+// the next command's Poll announces what others did meanwhile.
+const bulkStore = 1000
 
 func openSelected(s *session, name string, readOnly bool) (*selected, error) {
 	f, err := s.store.Open(name)
 	if err != nil {
 		return nil, err
 	}
+	// INTERNALDATE and date searches are rare: do not stat every file
+	// for its date at SELECT (see date).
+	f.LazyDates()
 	msgs, err := f.Sync(!readOnly)
 	if err != nil {
 		f.Close()
@@ -82,6 +95,7 @@ func openSelected(s *session, name string, readOnly bool) (*selected, error) {
 }
 
 func (sel *selected) close() {
+	sel.saveDiskCache()
 	sel.cancel()
 	sel.f.Close()
 }
@@ -124,6 +138,14 @@ func (sel *selected) selectData() *imap.SelectData {
 		}
 	}
 	return data
+}
+
+// date returns a message's internal date, found on first use and kept.
+func (sel *selected) date(e *entry) time.Time {
+	if e.m.Date.IsZero() {
+		e.m.Date = sel.f.Date(e.m)
+	}
+	return e.m.Date
 }
 
 // flags is a message's FLAGS as this session reports them.
@@ -179,7 +201,11 @@ func (sel *selected) refresh(w *imapserver.UpdateWriter, allowExpunge bool) erro
 				changed = append(changed, i)
 			}
 			if !e.gone {
+				d := e.m.Date
 				e.m = msgs[j]
+				if e.m.Date.IsZero() {
+					e.m.Date = d
+				}
 			}
 			i++
 			j++
@@ -298,6 +324,10 @@ func (sel *selected) dropGone(write func(uint32) error, changed *[]int) error {
 
 func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	if s.sel == nil {
+		return nil
+	}
+	if s.sel.skipPoll {
+		s.sel.skipPoll = false
 		return nil
 	}
 	return s.sel.update(w, allowExpunge)
@@ -475,6 +505,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		sel.reloadKeywords()
 	}
 	expunged := false
+	renamed := 0
 	for _, i := range idx {
 		e := &sel.msgs[i]
 		if e.gone {
@@ -502,6 +533,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 				return s.imapErr("STORE", err)
 			}
 			e.m = m
+			renamed++
 		}
 		if flags.Silent {
 			continue
@@ -516,6 +548,8 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	if expunged {
 		return errExpungeIssued
 	}
+	// imapserver polls only after success
+	sel.skipPoll = renamed >= bulkStore
 	return nil
 }
 

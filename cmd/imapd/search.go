@@ -15,8 +15,6 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 	gomessage "github.com/emersion/go-message"
-	gomail "github.com/emersion/go-message/mail"
-	"github.com/emersion/go-message/textproto"
 )
 
 // maxSearchText bounds the decoded text kept per message part.
@@ -67,20 +65,23 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	if options.ReturnSave {
 		s.searchRes = uidSet
 	}
+	if sel.fresh >= saveAfter {
+		sel.saveDiskCache()
+	}
 	return &data, nil
 }
 
 // matchCtx is one message under test; header and text are read once.
 type matchCtx struct {
-	s      *session
-	e      *entry
-	seq    uint32
-	f      *os.File
-	bad    bool // the file could not be read
-	header *textproto.Header
-	hText  string // every header field, decoded, lower case
-	bText  string // the decoded text of the body parts, lower case
-	bDone  bool
+	s     *session
+	e     *entry
+	seq   uint32
+	f     *os.File
+	bad   bool // the file could not be read
+	moved bool // the file was read from, so is not at its start
+	info  *hdrInfo
+	bText string // the decoded text of the body parts, lower case
+	bDone bool
 }
 
 func (mc *matchCtx) close() {
@@ -101,38 +102,34 @@ func (mc *matchCtx) open() bool {
 	if mc.bad {
 		return false
 	}
+	if !mc.moved {
+		return true
+	}
 	_, err := mc.f.Seek(0, io.SeekStart)
 	return err == nil
 }
 
-func (mc *matchCtx) hdr() *textproto.Header {
-	if mc.header == nil {
-		h := textproto.Header{}
-		if mc.open() {
-			h, _ = readHeader(mc.f)
+// hdr returns the message's header information: from the session's
+// cache when a FETCH or an earlier SEARCH parsed it, else read now (and
+// cached); an unreadable file has an empty header.
+func (mc *matchCtx) hdr() *hdrInfo {
+	if mc.info == nil {
+		sel := mc.s.sel
+		if h, err := sel.header(mc.e, mc.f); err == nil {
+			mc.info = h
 		}
-		mc.header = &h
-		var b strings.Builder
-		mh := gomessage.Header{Header: h}
-		for fl := mh.Fields(); fl.Next(); {
-			v, err := fl.Text()
-			if err != nil {
-				v = fl.Value()
-			}
-			b.WriteString(fl.Key())
-			b.WriteString(": ")
-			b.WriteString(v)
-			b.WriteByte('\n')
+		if mc.info == nil {
+			mc.info = &hdrInfo{env: &imap.Envelope{}}
 		}
-		mc.hText = strings.ToLower(b.String())
 	}
-	return mc.header
+	return mc.info
 }
 
 func (mc *matchCtx) body() string {
 	if !mc.bDone {
 		mc.bDone = true
 		if mc.open() {
+			mc.moved = true
 			var b strings.Builder
 			if ent, err := gomessage.Read(bufio.NewReader(mc.f)); ent != nil {
 				_ = err // unknown charset or encoding: use what decodes
@@ -200,7 +197,7 @@ func (mc *matchCtx) match(c *imap.SearchCriteria) bool {
 			return false
 		}
 	}
-	if !dateIn(m.Date, c.Since, c.Before) {
+	if (!c.Since.IsZero() || !c.Before.IsZero()) && !dateIn(sel.date(mc.e), c.Since, c.Before) {
 		return false
 	}
 	if c.Larger != 0 && m.Size <= c.Larger {
@@ -229,31 +226,18 @@ func (mc *matchCtx) match(c *imap.SearchCriteria) bool {
 		}
 	}
 	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
-		mh := gomail.Header{Header: gomessage.Header{Header: *mc.hdr()}}
-		t, err := mh.Date()
-		if err != nil || !dateIn(t, c.SentSince, c.SentBefore) {
+		// the envelope's date: the zero time when there is no Date
+		h := mc.hdr()
+		if h.badDate || !dateIn(h.env.Date, c.SentSince, c.SentBefore) {
 			return false
 		}
 	}
 	for _, hf := range c.Header {
-		h := gomessage.Header{Header: *mc.hdr()}
-		fields := h.FieldsByKey(hf.Key)
-		found := false
 		want := strings.ToLower(hf.Value)
-		for fields.Next() {
-			if want == "" {
-				found = true
-				break
-			}
-			v, err := fields.Text()
-			if err != nil {
-				v = fields.Value()
-			}
-			if strings.Contains(strings.ToLower(v), want) {
-				found = true
-				break
-			}
-		}
+		key := strings.ToLower(strings.TrimSpace(hf.Key))
+		found := mc.hdr().field(key, func(v string) bool {
+			return want == "" || strings.Contains(v, want)
+		})
 		if !found {
 			return false
 		}
@@ -265,8 +249,7 @@ func (mc *matchCtx) match(c *imap.SearchCriteria) bool {
 	}
 	for _, t := range c.Text {
 		t = strings.ToLower(t)
-		mc.hdr()
-		if !strings.Contains(mc.hText, t) && !strings.Contains(mc.body(), t) {
+		if !strings.Contains(mc.hdr().text, t) && !strings.Contains(mc.body(), t) {
 			return false
 		}
 	}

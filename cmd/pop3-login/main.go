@@ -3,8 +3,12 @@
 // RFC 2449 CAPA, RFC 2595 STLS, RFC 5034 AUTH with SASL PLAIN and LOGIN,
 // implicit TLS with pop3d_tls_wrappermode), sends the credentials to the
 // pop3d acceptor (login/pop3d), which checks them with auth and starts a
-// pop3d session as the mailbox owner, forwards the session's first line
-// to the client and then relays the (decrypted) stream both ways.
+// pop3d session as the mailbox owner. A plaintext client is handed over:
+// its connection's descriptor goes to the session with the login request
+// (postlogin.Handoff, as Dovecot does), together with whatever the client
+// pipelined behind its login, and this process forgets it, so no byte of a
+// RETR passes through here. A TLS client stays: the session's first line
+// is forwarded to it and the decrypted stream relayed both ways.
 //
 // Privilege: runs as mail_owner with no capability, chrooted into the
 // spool's login/ directory, which holds only the sockets login/pop3d and
@@ -18,8 +22,9 @@
 //   - a command line is at most pop3.MaxLine octets: "-ERR line too long"
 //     and the connection is closed; 20 bad commands close it too;
 //   - login_timeout (default 60s) without a command before login, or
-//     three times that since the connection began, closes it; after login the relay ends when no byte has passed
-//     for pop3d_idle_timeout plus a minute (the session's own idle limit
+//     three times that since the connection began, closes it; after a
+//     TLS login the relay ends when no byte has passed for
+//     pop3d_idle_timeout plus a minute (the session's own idle limit
 //     speaks first);
 //   - USER/PASS and AUTH are refused before TLS when
 //     disable_plaintext_auth = yes (the default), except from a loopback
@@ -29,7 +34,11 @@
 //     3) the connection is closed; auth or the acceptor being unreachable
 //     gives "-ERR [SYS/TEMP]" and the client may try again;
 //   - commands pipelined behind STLS in clear text are discarded (none
-//     may be taken as if it came over TLS).
+//     may be taken as if it came over TLS);
+//   - a handed-off client whose session cannot open or lock the mailbox
+//     gets the session's "-ERR" and the connection closes, as after a
+//     relayed one; a session that dies before its first line leaves the
+//     client a closed connection (the acceptor logs the exit).
 package main
 
 import (
@@ -460,6 +469,9 @@ func (cn *conn) login(ctx context.Context, user, pass, mech string) string {
 		Service: "pop3", User: user, Password: pass, Mech: mech,
 		ClientAddr: cn.c.RemoteAddr().String(), LocalAddr: cn.c.LocalAddr().String(), TLS: cn.tls,
 	}
+	if !cn.tls && postlogin.CanHandoff(cn.c) {
+		return cn.handoff(lctx, req)
+	}
 	sess, res, err := postlogin.Login(lctx, cn.s.sock, req)
 	if err != nil {
 		log.Warnf("login user=<%s> rip=%s: %v", log.Clean(user), cn.rip, err)
@@ -467,17 +479,7 @@ func (cn *conn) login(ctx context.Context, user, pass, mech string) string {
 		return ""
 	}
 	if !res.OK {
-		switch {
-		case res.Code == "LIMIT":
-			log.Infof("login refused user=<%s> method=%s rip=%s lip=%s reason=%q", log.Clean(user), mech, cn.rip, cn.lip, res.Reason)
-			cn.w.Err(pop3.CodeInUse, orText(res.Reason, "Too many sessions."))
-			return ""
-		case res.Temp:
-			log.Infof("login failed temporarily user=<%s> method=%s rip=%s lip=%s reason=%q", log.Clean(user), mech, cn.rip, cn.lip, res.Reason)
-			cn.w.Err(pop3.CodeSysTemp, orText(res.Reason, "Temporary authentication failure, try again later."))
-			return ""
-		}
-		return cn.failed(user, mech, orText(res.Reason, "authentication failed"))
+		return cn.refused(res, user, mech)
 	}
 	defer sess.Close()
 	sess.SetReadDeadline(time.Now().Add(loginWait))
@@ -510,6 +512,50 @@ func (cn *conn) login(ctx context.Context, user, pass, mech string) string {
 		log.Infof("relay user=<%s> rip=%s: %v", log.Clean(res.User), cn.rip, err)
 	}
 	return "logged in"
+}
+
+// handoff logs a plaintext client in by giving its connection to the
+// session (postlogin.Handoff): from then on the session and the client
+// talk directly, with the commands pipelined behind the login, and this
+// process only closes its copy.
+func (cn *conn) handoff(ctx context.Context, req postlogin.Request) string {
+	// Replies to commands pipelined before this one are still buffered:
+	// they go out before the session can write its first line.
+	if err := cn.w.Flush(); err != nil {
+		return "write: " + err.Error()
+	}
+	res, err := postlogin.Handoff(ctx, cn.s.sock, req, cn.c, cn.r.Pending())
+	if errors.Is(err, postlogin.ErrMaybeHandedOff) {
+		// A session may be serving the client already: not a word more
+		// from here.
+		log.Errorf("login user=<%s> rip=%s: %v", log.Clean(req.User), cn.rip, err)
+		return "session failed"
+	}
+	if err != nil {
+		log.Warnf("login user=<%s> rip=%s: %v", log.Clean(req.User), cn.rip, err)
+		cn.w.Err(pop3.CodeSysTemp, "Temporary authentication failure, try again later.")
+		return ""
+	}
+	if !res.OK {
+		return cn.refused(res, req.User, req.Mech)
+	}
+	log.Infof("login user=<%s> method=%s rip=%s lip=%s tls=%s", log.Clean(res.User), req.Mech, cn.rip, cn.lip, yesNo(cn.tls))
+	return "logged in"
+}
+
+// refused answers a login the acceptor did not accept.
+func (cn *conn) refused(res postlogin.Result, user, mech string) string {
+	switch {
+	case res.Code == postlogin.CodeLimit:
+		log.Infof("login refused user=<%s> method=%s rip=%s lip=%s reason=%q", log.Clean(user), mech, cn.rip, cn.lip, res.Reason)
+		cn.w.Err(pop3.CodeInUse, orText(res.Reason, "Too many sessions."))
+		return ""
+	case res.Temp:
+		log.Infof("login failed temporarily user=<%s> method=%s rip=%s lip=%s reason=%q", log.Clean(user), mech, cn.rip, cn.lip, res.Reason)
+		cn.w.Err(pop3.CodeSysTemp, orText(res.Reason, "Temporary authentication failure, try again later."))
+		return ""
+	}
+	return cn.failed(user, mech, orText(res.Reason, "authentication failed"))
 }
 
 func orText(s, def string) string {

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"postern/internal/ipc"
 )
 
 // testTLS makes a self-signed server certificate and a client config
@@ -242,4 +244,76 @@ func TestLoginTotalTimeout(t *testing.T) {
 	if d := time.Since(start); d < 800*time.Millisecond {
 		t.Fatalf("cut off after %v, want about 900ms", d)
 	}
+}
+
+// TestHandoff: a plaintext client on a socket is handed to the session
+// with what it pipelined behind PASS; replies to commands before PASS
+// reach it first.
+func TestHandoff(t *testing.T) {
+	s, _ := testServer(t)
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "acceptor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s.sock = l.Addr().String()
+	go func() {
+		uc, err := l.(*net.UnixListener).AcceptUnix()
+		if err != nil {
+			return
+		}
+		defer uc.Close()
+		c := ipc.NewConn(uc, 16<<10)
+		req, files, err := c.Recv(5 * time.Second)
+		if err != nil || len(files) != 1 {
+			t.Errorf("request: %v, %d files", err, len(files))
+			return
+		}
+		if req.Get("stream") != "client" || req.Get("pending") != "STAT\r\n" || req.Get("user") != "demo" {
+			t.Errorf("request: stream %q pending %q user %q", req.Get("stream"), req.Get("pending"), req.Get("user"))
+		}
+		conn, err := net.FileConn(files[0])
+		files[0].Close()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		c.Send(ipc.NewMsg("status", "ok", "user", "demo"))
+		conn.Write([]byte("+OK Logged in.\r\n+OK 0 0\r\n"))
+	}()
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tl.Close()
+	client, err := net.Dial("tcp", tl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := tl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { s.handle(context.Background(), server); close(done) }()
+	client.SetDeadline(time.Now().Add(10 * time.Second))
+	c := &testClient{t: t, c: client, br: bufio.NewReader(client)}
+	if g := c.line(); g != "+OK Postern ready." {
+		t.Fatalf("greeting %q", g)
+	}
+	client.Write([]byte("USER demo\r\nPASS pw\r\nSTAT\r\n"))
+	for _, want := range []string{"+OK ", "+OK Logged in.", "+OK 0 0"} {
+		if l := c.line(); l != want {
+			t.Fatalf("got %q, want %q", l, want)
+		}
+	}
+	// pop3-login is done with the client at once.
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("pop3-login still holds the client after the handoff")
+	}
+	c.closed()
 }

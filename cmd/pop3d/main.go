@@ -6,11 +6,12 @@
 //     the mailbox and execs this same binary as a session under the
 //     mailbox owner's uid (package postlogin does all of that);
 //   - session (this file and session.go): the exec'd child. It opens the
-//     owner's Maildir INBOX, takes the POP3 session lock, writes the line
-//     pop3-login forwards to the client ("+OK Logged in." or "-ERR
-//     [IN-USE] ..."), and then serves the TRANSACTION state (RFC 1939:
-//     STAT, LIST, RETR, DELE, NOOP, RSET, TOP, UIDL, CAPA, QUIT) over the
-//     stream that pop3-login relays from the client.
+//     owner's Maildir INBOX, takes the POP3 session lock, writes its first
+//     line ("+OK Logged in." or "-ERR [IN-USE] ..."), and then serves the
+//     TRANSACTION state (RFC 1939: STAT, LIST, RETR, DELE, NOOP, RSET,
+//     TOP, UIDL, CAPA, QUIT). It talks to a plaintext client on the
+//     client's own connection, which pop3-login handed over, and to a TLS
+//     client through the stream pop3-login relays (decrypted).
 //
 // Privilege: the session runs as the mailbox owner (the system user, or
 // the virtual-mail uid) with no capability; postlogin.StartSession refuses
@@ -30,7 +31,10 @@
 //     any other way (drop, timeout, line too long) changes nothing;
 //   - a second POP3 session on the same mailbox gets "-ERR [IN-USE]" and
 //     ends (exit status 0): the lock is the store's flock, which a dead
-//     session releases.
+//     session releases;
+//   - RETR reads a message once, in 64 KiB pieces, converting LF to CRLF
+//     and dot-stuffing in the same pass into the reply buffer, which goes
+//     out in one write when the client has no further command pipelined.
 package main
 
 import (

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"postern/internal/log"
 	"postern/internal/maildir"
 	"postern/internal/pop3"
@@ -54,6 +56,7 @@ type session struct {
 	deleted   []bool
 	retrieved []bool
 	bad       int
+	buf       []byte // RETR's read buffer, kept for the session
 
 	// Statistics for the log line at the end.
 	topN, retrN, delN     int
@@ -106,6 +109,9 @@ func serve(cfg sessionConfig) int {
 		return 1
 	}
 	defer s.folder.Close()
+	// POP3 never shows an internal date: Sync need not stat every file
+	// for one.
+	s.folder.LazyDates()
 	unlock, err := s.folder.LockSession()
 	if errors.Is(err, maildir.ErrInUse) {
 		log.Infof("mailbox in use %s", who)
@@ -332,6 +338,11 @@ func (s *session) list(c pop3.Command) (string, error) {
 // dropped connection, and nothing is deleted).
 func (s *session) send(i, lines int) (int64, error) {
 	m := s.msgs[i]
+	if lines < 0 {
+		if fd, ok := s.openRaw(m); ok {
+			return s.retr(i, rawFile(fd))
+		}
+	}
 	f, err := s.folder.Open(m)
 	if err != nil {
 		if errors.Is(err, maildir.ErrNoMessage) {
@@ -342,27 +353,83 @@ func (s *session) send(i, lines int) (int64, error) {
 		}
 		return -1, nil
 	}
-	defer f.Close()
 	if lines < 0 {
-		s.w.OK(strconv.FormatInt(m.Size, 10) + " octets")
-	} else {
-		s.w.OK("")
+		return s.retr(i, f)
 	}
+	defer f.Close()
+	s.w.OK("")
 	d := s.w.Multi()
 	cw := &countWriter{w: d}
 	src := maildir.NewCRLFReader(bufio.NewReaderSize(f, 64<<10))
-	if lines < 0 {
-		_, err = io.Copy(cw, src)
-	} else {
-		err = pop3.CopyTop(cw, src, lines)
-	}
-	if err != nil {
+	if err = pop3.CopyTop(cw, src, lines); err != nil {
 		if cw.werr == nil {
 			log.Errorf("user=<%s>: read %s: %v", log.Clean(s.cfg.User), m.Name, err)
 		}
 		return -1, fmt.Errorf("sending message %d: %w", i+1, err)
 	}
 	return cw.n, d.Close()
+}
+
+// openRaw opens message m's file under the name the snapshot has for it,
+// with a bare open(2): RETR of a large mailbox opens thousands of files,
+// and os.Open adds four fcntl and an epoll_ctl to each (it tries to make
+// the file pollable). ok is false when the file is not there under that
+// name (its flags changed since login): Folder.Open finds it again.
+func (s *session) openRaw(m maildir.Message) (fd int, ok bool) {
+	if m.Name == "" {
+		return -1, false
+	}
+	for {
+		// O_NONBLOCK: a FIFO put in the Maildir must not hang the
+		// session in open; on a regular file it changes nothing.
+		fd, err := unix.Open(s.folder.Dir()+"/"+m.Name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return fd, err == nil
+	}
+}
+
+// rawFile reads a descriptor openRaw opened; Close closes it.
+type rawFile int
+
+func (f rawFile) Read(p []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(f), p)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0 && len(p) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+// Close closes the descriptor.
+func (f rawFile) Close() error { return unix.Close(int(f)) }
+
+// retr sends message i for RETR from f, which it closes: one pass from
+// the file into the reply buffer, no allocation per message. It returns
+// what send does.
+func (s *session) retr(i int, f io.ReadCloser) (int64, error) {
+	defer f.Close()
+	m := s.msgs[i]
+	s.w.OK(strconv.FormatInt(m.Size, 10) + " octets")
+	if s.buf == nil {
+		s.buf = make([]byte, 64<<10)
+	}
+	n, rerr, werr := s.w.WriteMessage(f, s.buf)
+	if rerr != nil {
+		log.Errorf("user=<%s>: read %s: %v", log.Clean(s.cfg.User), m.Name, rerr)
+		return -1, fmt.Errorf("sending message %d: %w", i+1, rerr)
+	}
+	if werr != nil {
+		return -1, fmt.Errorf("sending message %d: %w", i+1, werr)
+	}
+	return n, nil
 }
 
 // countWriter counts what passes and remembers whether writing failed

@@ -383,3 +383,89 @@ func TestSessionSeenKeepsFlags(t *testing.T) {
 		t.Fatalf("flags after QUIT: %q (%v), want FS", flags, curs)
 	}
 }
+
+// TestSessionRetrRenamed: a message whose file another session renamed
+// (new flags) after login is still found by RETR, converted and stuffed
+// as before; one removed meanwhile answers -ERR and the session goes on.
+func TestSessionRetrRenamed(t *testing.T) {
+	dir := deliver(t, "Subject: a\n\n.x\nb\n", msg2)
+	c, _ := startSession(t, dir, 0)
+	st, err := maildir.OpenStore(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := st.Open("INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	msgs, err := f.Sync(false)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("sync: %v %v", msgs, err)
+	}
+	if _, err := f.SetFlags(msgs[0], "F"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Expunge(msgs[1]); err != nil {
+		t.Fatal(err)
+	}
+	c.expect("RETR 1", "+OK")
+	if got, want := c.multi(), "Subject: a\r\n\r\n.x\r\nb\r\n"; got != want {
+		t.Fatalf("RETR 1 after a rename: %q, want %q", got, want)
+	}
+	c.expect("RETR 2", "-ERR Message was removed")
+	c.expect("NOOP", "+OK")
+	c.expect("QUIT", "+OK")
+}
+
+// BenchmarkRetr measures the session's side of RETR of a 4 KB message
+// (open, LF to CRLF, stuffing, one write) over a loopback TCP connection.
+func BenchmarkRetr(b *testing.B) {
+	body := strings.Repeat("a line of about sixty characters of text in a message body\n", 64)
+	dir := filepath.Join(b.TempDir(), "Maildir") + "/"
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	d := &maildir.Delivery{Dir: filepath.Clean(dir), Hostname: "test", Create: true}
+	const n = 100
+	for range n {
+		if _, err := d.Deliver(nil, strings.NewReader("Subject: x\n\n.dot\n"+body)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			serve(sessionConfig{Conn: c, User: "demo", Mail: dir, ClientAddr: "127.0.0.1:1", Idle: time.Minute})
+		}
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReaderSize(c, 64<<10)
+	if l, _ := br.ReadString('\n'); !strings.HasPrefix(l, "+OK") {
+		b.Fatalf("first line %q", l)
+	}
+	b.SetBytes(int64(len(body)))
+	i := 0
+	for b.Loop() {
+		fmt.Fprintf(c, "RETR %d\r\n", i%n+1)
+		i++
+		for {
+			l, err := br.ReadSlice('\n')
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(l) == 3 && l[0] == '.' {
+				break
+			}
+		}
+	}
+}

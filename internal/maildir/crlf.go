@@ -144,3 +144,24 @@ func fileCRLFSize(path string) (int64, error) {
 	}
 	return n, nil
 }
+
+// AppendCRLF appends src, taken as a whole stream, to dst with every
+// bare LF turned into CRLF, in one pass: a whole message read into memory
+// converts faster so than through NewCRLFReader.
+func AppendCRLF(dst, src []byte) []byte {
+	prevCR := false
+	for len(src) > 0 {
+		i := bytes.IndexByte(src, '\n')
+		if i < 0 {
+			return append(dst, src...)
+		}
+		dst = append(dst, src[:i]...)
+		if !(i == 0 && prevCR) && !(i > 0 && src[i-1] == '\r') {
+			dst = append(dst, '\r')
+		}
+		dst = append(dst, '\n')
+		prevCR = false
+		src = src[i+1:]
+	}
+	return dst
+}

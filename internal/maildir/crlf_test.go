@@ -63,3 +63,22 @@ func FuzzCRLF(f *testing.F) {
 		}
 	})
 }
+
+func TestAppendCRLF(t *testing.T) {
+	for _, in := range []string{"", "a", "\n", "\r\n", "a\nb\r\nc\n\n", "\r", "x\r\r\n\n", "no end"} {
+		want, _ := io.ReadAll(NewCRLFReader(strings.NewReader(in)))
+		if got := AppendCRLF([]byte("pre"), []byte(in)); string(got) != "pre"+string(want) {
+			t.Errorf("%q: got %q, want %q", in, got, "pre"+string(want))
+		}
+	}
+}
+
+func FuzzAppendCRLF(f *testing.F) {
+	f.Add([]byte("a\nb\r\nc\r"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		want, _ := io.ReadAll(NewCRLFReader(bytes.NewReader(in)))
+		if got := AppendCRLF(nil, in); !bytes.Equal(got, want) {
+			t.Fatalf("%q: got %q, want %q", in, got, want)
+		}
+	})
+}

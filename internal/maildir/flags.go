@@ -72,6 +72,9 @@ func NormalizeFlags(flags string) (string, error) {
 // cleanFlags is NormalizeFlags for a name found on disk: letters that are
 // not flags are dropped rather than refused.
 func cleanFlags(flags string) string {
+	if sortedFlags(flags) {
+		return flags // the usual case: no allocation
+	}
 	b := make([]byte, 0, len(flags))
 	for i := 0; i < len(flags); i++ {
 		if c := flags[i]; c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' {
@@ -82,6 +85,18 @@ func cleanFlags(flags string) string {
 	return s
 }
 
+// sortedFlags reports whether flags are letters, sorted, without
+// duplicates: what NormalizeFlags would return unchanged.
+func sortedFlags(flags string) bool {
+	for i := 0; i < len(flags); i++ {
+		c := flags[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') || i > 0 && flags[i-1] >= c {
+			return false
+		}
+	}
+	return true
+}
+
 // keyField returns the value of a ",X=value" field of a key (S= or W=),
 // or -1.
 func keyField(key string, field byte) int64 {
@@ -89,7 +104,13 @@ func keyField(key string, field byte) int64 {
 	if i < 0 {
 		return -1
 	}
-	for _, f := range strings.Split(key[i+1:], ",") {
+	for rest := key[i+1:]; rest != ""; {
+		f := rest
+		if j := strings.IndexByte(rest, ','); j >= 0 {
+			f, rest = rest[:j], rest[j+1:]
+		} else {
+			rest = ""
+		}
 		if len(f) > 2 && f[0] == field && f[1] == '=' {
 			n, err := strconv.ParseInt(f[2:], 10, 64)
 			if err == nil && n >= 0 {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -43,10 +44,15 @@ var specialFolders = []struct{ name, use string }{
 	{"Archive", `\Archive`},
 }
 
-// Store is one user's Maildir++ tree. It holds only the root path, so it
-// is safe for concurrent use; every method reads the disk afresh.
+// Store is one user's Maildir++ tree. It is safe for concurrent use.
+// Apart from the root path it holds only what closed Folders learned
+// (their uid list and per-message facts, see Folder.Close), which a later
+// Open of the same folder validates against the disk before use.
 type Store struct {
 	root string
+
+	mu     sync.Mutex
+	parked map[string]*parkedFolder // by folder dir
 }
 
 // OpenStore opens a user's Maildir (root = INBOX, absolute path); creates

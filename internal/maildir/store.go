@@ -53,7 +53,7 @@ type Message struct {
 	Name   string    // file name relative to the folder dir: "cur/<...>" or "new/<...>"
 	Flags  string    // maildir info letters, sorted, incl. keyword letters
 	Size   int64     // size with CRLF line ends
-	Date   time.Time // internal date: the file's mtime (as Dovecot and mutt keep it), else the time in the unique name
+	Date   time.Time // internal date: the file's mtime (as Dovecot and mutt keep it), else the time in the unique name; zero when not yet known after LazyDates (see Folder.Date)
 	Recent bool      // moved new→cur by this Sync call (IMAP \Recent)
 }
 
@@ -76,7 +76,23 @@ type Folder struct {
 	msgs     []Message
 	meta     map[string]msgMeta // per key: sizes and dates found once
 	closed   bool
-	cacheHit int // for tests: syncs answered from the cache
+	dirFD    int  // O_PATH descriptor of dir for SetFlags' renames, or -1
+	lazy     bool // LazyDates: Sync stats no file for its date
+	cacheHit int  // for tests: syncs answered from the cache
+}
+
+// parkedFolder is what a closed Folder knew, kept by its Store for the
+// next Open of the same folder in this process (an IMAP client's CLOSE
+// and SELECT again): the uid list, so that an unchanged one is not read
+// and parsed again, and per-key sizes and dates. Sync validates all of it
+// against the disk as it validates its own cache.
+type parkedFolder struct {
+	ul               *UIDList
+	ulStat, ulCached fileID
+	cacheOK          bool
+	newStat, curStat fileID
+	msgs             []Message
+	meta             map[string]msgMeta
 }
 
 // msgMeta is what was learned about a key at some cost.
@@ -118,9 +134,17 @@ func (s *Store) Open(name string) (*Folder, error) {
 			return nil, fmt.Errorf("maildir %s: %w", dir, err)
 		}
 	}
-	f := &Folder{store: s, name: canonName(name), dir: dir, meta: map[string]msgMeta{}}
+	f := &Folder{store: s, name: canonName(name), dir: dir, meta: map[string]msgMeta{}, dirFD: -1}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	s.mu.Lock()
+	if p := s.parked[dir]; p != nil {
+		delete(s.parked, dir)
+		f.ul, f.ulStat, f.ulCached = p.ul, p.ulStat, p.ulCached
+		f.cacheOK, f.newStat, f.curStat = p.cacheOK, p.newStat, p.curStat
+		f.msgs, f.meta = p.msgs, p.meta
+	}
+	s.mu.Unlock()
 	if err := f.loadUIDList(false); err != nil {
 		return nil, err
 	}
@@ -174,14 +198,71 @@ func (f *Folder) Renumbered() error {
 	return err
 }
 
-// Close releases the folder. It holds no lock or descriptor between
-// calls, so this only drops the cache.
+// Close releases the folder. It holds no lock between calls, and one
+// descriptor (of its directory, see SetFlags); what it learned (uid list, sizes, dates, the sync cache) goes to
+// the Store for the next Open of this folder in this process, which
+// checks it against the disk before trusting it.
 func (f *Folder) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.closed {
+		return nil
+	}
 	f.closed = true
-	f.msgs, f.meta, f.cacheOK = nil, nil, false
+	if f.dirFD >= 0 {
+		unix.Close(f.dirFD)
+		f.dirFD = -1
+	}
+	if f.ul != nil && f.corrupt == nil {
+		p := &parkedFolder{ul: f.ul, ulStat: f.ulStat, ulCached: f.ulCached,
+			cacheOK: f.cacheOK, newStat: f.newStat, curStat: f.curStat, msgs: f.msgs, meta: f.meta}
+		s := f.store
+		s.mu.Lock()
+		if s.parked == nil {
+			s.parked = make(map[string]*parkedFolder)
+		}
+		if len(s.parked) >= maxParked {
+			clear(s.parked) // a bound, not an LRU: parking is only a shortcut
+		}
+		s.parked[f.dir] = p
+		s.mu.Unlock()
+	}
+	f.ul, f.msgs, f.meta, f.cacheOK = nil, nil, nil, false
 	return nil
+}
+
+// maxParked bounds the closed folders a Store remembers.
+const maxParked = 8
+
+// LazyDates makes Sync leave Message.Date zero where finding it would
+// cost a stat of the message's file (a date once found is still
+// reported); Date finds it on demand. For IMAP, which needs the internal
+// date only for INTERNALDATE and date searches.
+func (f *Folder) LazyDates() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lazy = true
+}
+
+// Date returns m's internal date: m.Date when known, else the file's
+// mtime (stat'ed once and remembered), else the time in its name.
+func (f *Folder) Date(m Message) time.Time {
+	if !m.Date.IsZero() {
+		return m.Date
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.meta == nil {
+		f.meta = map[string]msgMeta{}
+	}
+	t := f.dateOf(diskFile{name: m.Name, key: m.Key})
+	if f.meta[m.Key].date.IsZero() {
+		// Renamed meanwhile: look it up by key once.
+		if p, ok := f.findByKey(m.Key); ok {
+			t = f.dateOf(diskFile{name: p, key: m.Key})
+		}
+	}
+	return t
 }
 
 func (f *Folder) uidlistPath() string { return f.dir + "/" + uidlistFile }
@@ -279,7 +360,11 @@ type diskFile struct {
 // scan reads new/ and then cur/ (in that order, so a file moved new→cur
 // meanwhile is seen at least once) and returns the files by key.
 func (f *Folder) scan() (map[string]diskFile, error) {
-	files := make(map[string]diskFile)
+	hint := 0
+	if f.ul != nil {
+		hint = len(f.ul.Entries) + 16
+	}
+	files := make(map[string]diskFile, hint)
 	for _, sub := range []string{"new", "cur"} {
 		names, err := readNames(f.dir + "/" + sub)
 		if err != nil {
@@ -405,6 +490,15 @@ func (f *Folder) dateOf(df diskFile) time.Time {
 	return t
 }
 
+// syncDate is the date Sync reports: dateOf, or with LazyDates only a
+// date already known.
+func (f *Folder) syncDate(df diskFile) time.Time {
+	if f.lazy {
+		return f.meta[df.key].date
+	}
+	return f.dateOf(df)
+}
+
 // sizeOf returns a message's CRLF size: W= in its name, the uid list, or
 // counted once from the file and remembered.
 func (f *Folder) sizeOf(df diskFile, e UIDEntry) int64 {
@@ -517,7 +611,7 @@ func (f *Folder) Sync(takeNew bool) ([]Message, error) {
 			if strings.Contains(base, infoSep) {
 				to = "cur/" + base
 			}
-			err := os.Rename(f.dir+"/"+df.name, f.dir+"/"+to)
+			err := renameFile(f.dir+"/"+df.name, f.dir+"/"+to)
 			if err == nil {
 				df.name = to
 				files[key] = df
@@ -549,7 +643,7 @@ func (f *Folder) Sync(takeNew bool) ([]Message, error) {
 			Name:   df.name,
 			Flags:  df.flags,
 			Size:   f.sizeOf(df, e),
-			Date:   f.dateOf(df),
+			Date:   f.syncDate(df),
 			Recent: recent[e.Key],
 		})
 	}
@@ -687,6 +781,18 @@ func (f *Folder) resolve(m Message) (string, error) {
 // process (flags changed) it finds it again by Key. ErrNoMessage when it
 // is gone.
 func (f *Folder) Open(m Message) (*os.File, error) {
+	if m.Name != "" {
+		// The name Sync saw is almost always still right: try it before
+		// paying for a lookup.
+		fh, err := os.OpenFile(f.dir+"/"+m.Name, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+		if err == nil {
+			return fh, nil
+		}
+		if !os.IsNotExist(err) {
+			return nil, fmt.Errorf("maildir %s: %w", f.dir, err)
+		}
+		m.Name = ""
+	}
 	for range 3 {
 		name, err := f.resolve(m)
 		if err != nil {
@@ -704,6 +810,77 @@ func (f *Folder) Open(m Message) (*os.File, error) {
 	return nil, fmt.Errorf("maildir %s: message %s: %w", f.dir, m.Key, ErrNoMessage)
 }
 
+// ReadMessage reads the first limit bytes of m's file (all of it if
+// shorter) into buf, grown as needed, and returns them; a file renamed by
+// another process is found again by Key, ErrNoMessage when it is gone.
+// It costs an open, a read and a close where Open and a read cost more
+// (os.File registers every file with the poller, and a read to see EOF
+// is saved when the key's S= tells the size), which counts when a client
+// fetches thousands of messages.
+func (f *Folder) ReadMessage(m Message, buf []byte, limit int) ([]byte, error) {
+	size := keyField(m.Key, 'S')
+	name := m.Name
+	for range 3 {
+		if name == "" {
+			p, err := f.resolve(m)
+			if err != nil {
+				return nil, err
+			}
+			name = p
+		}
+		fd, err := unix.Open(f.dir+"/"+name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.ENOENT {
+			name, m.Name = "", ""
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("maildir %s: %s: %w", f.dir, name, err)
+		}
+		out, err := readFD(fd, buf[:0], limit, size)
+		unix.Close(fd)
+		if err != nil {
+			return nil, fmt.Errorf("maildir %s: %s: %w", f.dir, name, err)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("maildir %s: message %s: %w", f.dir, m.Key, ErrNoMessage)
+}
+
+// readFD appends up to limit bytes of fd to b; it stops early at EOF or
+// once size bytes (the file size, if known, else -1) are read.
+func readFD(fd int, b []byte, limit int, size int64) ([]byte, error) {
+	for len(b) < limit {
+		if len(b) == cap(b) {
+			want := limit
+			if size >= 0 && size < int64(limit) {
+				want = int(size)
+			}
+			if want <= cap(b) {
+				want = max(cap(b)*2, 512)
+			}
+			b = slices.Grow(b, min(want, limit)-len(b))
+		}
+		n, err := unix.Read(fd, b[len(b):min(cap(b), limit)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			break
+		}
+		b = b[:len(b)+n]
+		if size >= 0 && int64(len(b)) == size {
+			break
+		}
+	}
+	return b, nil
+}
+
 // SetFlags renames the file to carry flags (letters; validated, sorted,
 // deduplicated); a message in new/ moves to cur/. It returns the updated
 // Message.
@@ -712,17 +889,31 @@ func (f *Folder) SetFlags(m Message, flags string) (Message, error) {
 	if err != nil {
 		return m, fmt.Errorf("maildir %s: %w", f.dir, err)
 	}
+	to := "cur/" + m.Key + infoSep + flags
+	if m.Name != "" && m.Name != to {
+		// The name Sync saw is almost always still right: rename without
+		// looking first (a lookup would double the system calls of a
+		// STORE on a large mailbox).
+		err := f.renameIn(m.Name, to)
+		if err == nil {
+			m.Name, m.Flags = to, flags
+			return m, nil
+		}
+		if !os.IsNotExist(err) {
+			return m, fmt.Errorf("maildir %s: set flags: %w", f.dir, err)
+		}
+		m.Name = ""
+	}
 	for range 5 {
 		name, err := f.resolve(m)
 		if err != nil {
 			return m, err
 		}
-		to := "cur/" + m.Key + infoSep + flags
 		if name == to {
 			m.Name, m.Flags = to, flags
 			return m, nil
 		}
-		err = os.Rename(f.dir+"/"+name, f.dir+"/"+to)
+		err = renameFile(f.dir+"/"+name, f.dir+"/"+to)
 		if err == nil {
 			m.Name, m.Flags = to, flags
 			return m, nil
@@ -733,6 +924,40 @@ func (f *Folder) SetFlags(m Message, flags string) (Message, error) {
 		m.Name = "" // renamed under us: look again
 	}
 	return m, fmt.Errorf("maildir %s: message %s keeps changing: %w", f.dir, m.Key, ErrNoMessage)
+}
+
+// renameIn renames a message file within the folder, relative to a
+// descriptor of the folder's directory kept from the first call on: the
+// kernel then walks two components per rename, not the whole path (a
+// STORE on 10,000 messages is 10,000 renames). Should the directory be
+// renamed meanwhile (RENAME by another session), the message follows it,
+// as it would have had the rename come first.
+func (f *Folder) renameIn(from, to string) error {
+	// f.mu, so that Close cannot close the descriptor under us.
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.dirFD < 0 && !f.closed {
+		if fd, err := unix.Open(f.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			f.dirFD = fd
+		}
+	}
+	if f.dirFD < 0 {
+		return renameFile(f.dir+"/"+from, f.dir+"/"+to)
+	}
+	if err := unix.Renameat(f.dirFD, from, f.dirFD, to); err != nil {
+		return &os.LinkError{Op: "rename", Old: f.dir + "/" + from, New: f.dir + "/" + to, Err: err}
+	}
+	return nil
+}
+
+// renameFile renames a message file. os.Rename stats the target first
+// (to refuse renaming over a directory, which rename(2) refuses anyway for
+// a file), which would double the system calls of a STORE.
+func renameFile(from, to string) error {
+	if err := unix.Rename(from, to); err != nil {
+		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
+	}
+	return nil
 }
 
 // Expunge removes the message's file; one already gone is not an error.

@@ -965,3 +965,110 @@ func TestUIDValidityMarker(t *testing.T) {
 		t.Fatalf("marker not moved on: %v", err)
 	}
 }
+
+// BenchmarkSyncChanged is the Sync after a STORE on 10,000 messages:
+// cur/ changed, so the cache cannot answer and a readdir is due.
+func BenchmarkSyncChanged(b *testing.B) {
+	s := newStore(b)
+	for i := range 10000 {
+		name := fmt.Sprintf("%d.M%dP1.bench,S=%d,W=%d:2,", 1700000000+i, i, 3900, 4000)
+		if err := os.WriteFile(filepath.Join(s.Root(), "cur", name), []byte("x"), 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	f := openFolder(b, s, "INBOX")
+	f.LazyDates()
+	mustSync(b, f, true)
+	b.ResetTimer()
+	for i := range b.N {
+		t := time.Now().Add(time.Duration(i) * time.Second)
+		os.Chtimes(filepath.Join(s.Root(), "cur"), t, t)
+		mustSync(b, f, true)
+	}
+}
+
+func TestReadMessage(t *testing.T) {
+	s := newStore(t)
+	f := openFolder(t, s, "INBOX")
+	body := "Subject: x\n\n" + string(make([]byte, 5000))
+	if _, err := f.Append(strings.NewReader(body), "", time.Time{}, 0); err != nil {
+		t.Fatal(err)
+	}
+	// one without S= in its name
+	if err := os.WriteFile(filepath.Join(s.Root(), "cur", "1700000000.plain:2,S"), []byte("abc\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	msgs := mustSync(t, f, false)
+	for _, m := range msgs {
+		want, _ := os.ReadFile(filepath.Join(s.Root(), m.Name))
+		for _, limit := range []int{0, 1, 3, 100, 1 << 20} {
+			for _, buf := range [][]byte{nil, make([]byte, 0, 2)} {
+				got, err := f.ReadMessage(m, buf, limit)
+				if err != nil || string(got) != string(want[:min(limit, len(want))]) {
+					t.Fatalf("%s limit %d: %d bytes, %v", m.Name, limit, len(got), err)
+				}
+			}
+		}
+		// renamed by someone else: found again by key
+		moved, err := f.SetFlags(m, "F")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := f.ReadMessage(m, nil, 1<<20); err != nil || string(got) != string(want) {
+			t.Fatalf("after rename to %s: %v", moved.Name, err)
+		}
+		os.Remove(filepath.Join(s.Root(), moved.Name))
+		if _, err := f.ReadMessage(moved, nil, 10); !errors.Is(err, ErrNoMessage) {
+			t.Fatalf("gone: %v", err)
+		}
+	}
+}
+
+func TestLazyDatesAndParking(t *testing.T) {
+	s := newStore(t)
+	date := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	f := openFolder(t, s, "INBOX")
+	if _, err := f.Append(strings.NewReader("Subject: x\n\nbody\n"), "S", date, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	f = openFolder(t, s, "INBOX")
+	f.LazyDates()
+	msgs := mustSync(t, f, false)
+	if len(msgs) != 1 || !msgs[0].Date.IsZero() {
+		t.Fatalf("lazy Sync gave a date: %+v", msgs)
+	}
+	if d := f.Date(msgs[0]); !d.Equal(date) {
+		t.Fatalf("Date %v, want %v", d, date)
+	}
+	// Known now: Sync reports it; and a renamed file still finds its date.
+	if msgs = mustSync(t, f, false); !msgs[0].Date.Equal(date) {
+		t.Fatalf("second Sync date %v", msgs[0].Date)
+	}
+	m, err := f.SetFlags(msgs[0], "FS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f2 := openFolder(t, s, "INBOX") // not parked: a fresh Folder
+	f2.LazyDates()
+	m.Date = time.Time{}
+	old := m
+	old.Name = msgs[0].Name // the name before the rename
+	if d := f2.Date(old); !d.Equal(date) {
+		t.Fatalf("Date after rename %v", d)
+	}
+	// Close parks the uid list: the next Open does not read it again,
+	// yet sees what changed on disk.
+	mustSync(t, f, false)
+	f.Close()
+	if s.parked[f.dir] == nil {
+		t.Fatal("nothing parked")
+	}
+	if _, err := f2.Append(strings.NewReader("Subject: y\n\n"), "", time.Time{}, 0); err != nil {
+		t.Fatal(err)
+	}
+	f3 := openFolder(t, s, "INBOX")
+	if got := mustSync(t, f3, false); len(got) != 2 || got[0].Flags != "FS" || got[1].UID != 2 {
+		t.Fatalf("after parking: %+v", got)
+	}
+}

@@ -93,6 +93,14 @@ func (r *Reader) TakeBuffered() []byte {
 	return out
 }
 
+// Pending returns a copy of the octets read but not yet returned, leaving
+// them buffered: pop3-login hands them to a session along with the
+// client's connection, and keeps reading them itself if that fails.
+func (r *Reader) Pending() []byte {
+	b, _ := r.br.Peek(r.br.Buffered())
+	return append([]byte{}, b...)
+}
+
 // Command is one parsed command line.
 type Command struct {
 	// Name is the keyword in upper case ("USER", "RETR").

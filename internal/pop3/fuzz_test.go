@@ -5,6 +5,9 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
+
+	"postern/internal/maildir"
 )
 
 // FuzzCommand feeds arbitrary client input through the line reader and
@@ -90,4 +93,48 @@ func FuzzDotWriter(f *testing.F) {
 		}
 		CopyTop(io.Discard, bytes.NewReader(crlf), step%5)
 	})
+}
+
+// FuzzWriteMessage: WriteMessage, reading the stored message in pieces of
+// any size, sends exactly what maildir's CRLF conversion followed by a
+// DotWriter sends, and counts the converted size.
+func FuzzWriteMessage(f *testing.F) {
+	for _, s := range []string{"", "a", "a\n", ".\n..\nx\n.\r", "a\r\nb\nc\r\r\n.\r\n", "\r", "\n", ".", "x\r\n."} {
+		f.Add([]byte(s), 1)
+		f.Add([]byte(s), 2)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, step int) {
+		step = 1 + abs(step)%64
+		var ref bytes.Buffer
+		rw := NewWriter(&ref)
+		d := rw.Multi()
+		crlf, err := io.ReadAll(maildir.NewCRLFReader(bytes.NewReader(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Write(crlf)
+		d.Close()
+		rw.Flush()
+
+		var got bytes.Buffer
+		w := NewWriter(&got)
+		n, rerr, werr := w.WriteMessage(iotest.HalfReader(bytes.NewReader(data)), make([]byte, step))
+		w.Flush()
+		if rerr != nil || werr != nil {
+			t.Fatalf("WriteMessage: %v %v", rerr, werr)
+		}
+		if got.String() != ref.String() {
+			t.Fatalf("WriteMessage(%q) in pieces of %d = %q, want %q", data, step, got.String(), ref.String())
+		}
+		if n != int64(len(crlf)) {
+			t.Fatalf("WriteMessage(%q) counted %d, want %d", data, n, len(crlf))
+		}
+	})
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }

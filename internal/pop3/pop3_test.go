@@ -229,3 +229,45 @@ func TestSASLPlain(t *testing.T) {
 		t.Errorf("DecodeResponse(=) = %q, %v", b, err)
 	}
 }
+
+// errReader returns data, then err.
+type errReader struct {
+	data string
+	err  error
+}
+
+func (r *errReader) Read(p []byte) (int, error) {
+	if r.data == "" {
+		return 0, r.err
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// failWriter fails every write.
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("gone") }
+
+func TestWriteMessageErrors(t *testing.T) {
+	var b bytes.Buffer
+	w := NewWriter(&b)
+	boom := errors.New("disk")
+	if _, rerr, werr := w.WriteMessage(&errReader{data: "a\nb", err: boom}, make([]byte, 2)); rerr != boom || werr != nil {
+		t.Errorf("read failure: %v, %v", rerr, werr)
+	}
+	// A reader that never makes progress ends, it does not spin.
+	if _, rerr, _ := w.WriteMessage(&errReader{}, make([]byte, 8)); rerr != io.ErrNoProgress {
+		t.Errorf("no progress: %v", rerr)
+	}
+	// A client that is gone stops the copy early: the buffer fills once.
+	w = NewWriter(failWriter{})
+	big := &errReader{data: strings.Repeat("0123456789\n", 1<<20), err: io.EOF}
+	if _, rerr, werr := w.WriteMessage(big, make([]byte, 64<<10)); rerr != nil || werr == nil {
+		t.Errorf("write failure: %v, %v", rerr, werr)
+	}
+	if len(big.data) < 10<<20 {
+		t.Errorf("read %d octets after the client was gone", 11<<20-len(big.data))
+	}
+}

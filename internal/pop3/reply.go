@@ -118,6 +118,75 @@ func (d *DotWriter) Close() error {
 	return err
 }
 
+// WriteMessage writes the body of a multi-line reply (after its +OK line)
+// straight from r, a message as stored: with LF line ends (Maildir) or
+// CRLF ones. In one pass over each buffer it does what
+// maildir.NewCRLFReader and a DotWriter do together: a bare LF becomes
+// CRLF, a CRLF stays, a line that begins with "." gets another "." in
+// front, and the "." line ends the reply (after a CRLF when the message
+// does not end in a line end). buf is the read buffer, which the caller
+// keeps from one message to the next (64 KiB is plenty).
+//
+// n is the octets of the message with CRLF line ends, not counting the
+// stuffing (the size LIST shows). rerr is a failure to read r, werr one to
+// write; after either the reply is incomplete and the stream unusable.
+// The Writer still needs a Flush.
+func (w *Writer) WriteMessage(r io.Reader, buf []byte) (n int64, rerr, werr error) {
+	bw := w.bw
+	bol, prevCR := true, false
+	empty := 0
+	for {
+		m, err := r.Read(buf)
+		p := buf[:m]
+		for len(p) > 0 {
+			if bol && p[0] == '.' {
+				bw.WriteByte('.')
+			}
+			i := bytes.IndexByte(p, '\n')
+			if i < 0 {
+				bw.Write(p)
+				n += int64(len(p))
+				prevCR, bol = p[len(p)-1] == '\r', false
+				break
+			}
+			if i > 0 && p[i-1] == '\r' || i == 0 && prevCR {
+				bw.Write(p[:i+1])
+				n += int64(i + 1)
+			} else {
+				bw.Write(p[:i])
+				bw.WriteString("\r\n")
+				n += int64(i + 2)
+			}
+			prevCR, bol = false, true
+			p = p[i+1:]
+		}
+		if _, werr = bw.Write(nil); werr != nil {
+			// bufio's error is sticky: the client is gone.
+			return n, nil, werr
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return n, err, nil
+		}
+		if m == 0 {
+			// A Reader that returns nothing and no error, again and
+			// again, must not make us spin.
+			if empty++; empty >= 100 {
+				return n, io.ErrNoProgress, nil
+			}
+		} else {
+			empty = 0
+		}
+	}
+	if !bol {
+		bw.WriteString("\r\n")
+	}
+	_, werr = bw.WriteString(".\r\n")
+	return n, nil, werr
+}
+
 // CopyTop copies what TOP shows (RFC 1939 7) from r, a message with CRLF
 // line ends, to w: the header, the empty line that ends it, and at most
 // lines lines of the body. A message without an empty line is all header.

@@ -2,6 +2,7 @@ package postlogin
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"os"
@@ -36,6 +37,11 @@ const (
 	envTLS     = "POSTERN_TLS"
 	envService = "POSTERN_SERVICE"
 	envConfDir = "POSTERN_CONFIG_DIR"
+	// envPending, set only for a handed-off client (its descriptor is
+	// the stream), holds in base64 what the client pipelined behind its
+	// login; the session reads it before the connection.
+	envPending = "POSTERN_PENDING"
+	envTag     = "POSTERN_TAG" // the IMAP login command's tag, on a handoff
 )
 
 // Descriptors of a session process.
@@ -50,6 +56,9 @@ type acceptor struct {
 	route   *route.Resolver
 	users   *passwd.DB
 	program string
+	// ownerUID is mail_owner's uid under the privilege separation (-1
+	// when run by an ordinary user, where everything is that user).
+	ownerUID int
 
 	mu      sync.Mutex
 	total   int
@@ -60,6 +69,14 @@ type acceptor struct {
 	// spawn runs exec requests on one locked thread: Pdeathsig follows the
 	// thread that forked the child, and this one never exits.
 	spawnCh chan spawnReq
+
+	// snap is the sealed memfd with the configuration snapshot that
+	// every session gets: made once, as the snapshot never changes in
+	// this process (a reload starts a new one). Sessions read it with
+	// pread, so they share it without sharing a file offset.
+	snapOnce sync.Once
+	snap     *os.File
+	snapErr  error
 }
 
 type spawnReq struct {
@@ -81,7 +98,7 @@ func ServeAcceptor(d *service.Daemon) {
 	}
 	a := &acceptor{d: d, route: rt, users: users, program: d.Program, perUser: map[string]int{},
 		limit: int(d.Config.Int("mail_session_limit")), userIP: int(d.Config.Int("mail_max_userip_connections")),
-		spawnCh: make(chan spawnReq)}
+		spawnCh: make(chan spawnReq), ownerUID: -1}
 	// private/ belongs to mail_owner: dial auth with that account's
 	// filesystem ids, as local does.
 	uid, gid := os.Getuid(), os.Getgid()
@@ -91,6 +108,7 @@ func ServeAcceptor(d *service.Daemon) {
 			d.Fatalf("mail_owner %s: no such user", d.Config.Get("mail_owner"))
 		}
 		uid, gid = u.UID, u.GID
+		a.ownerUID = u.UID
 	}
 	sock := filepath.Join(d.Config.Get("queue_directory"), "private", "auth")
 	a.auth = &authclient.Client{Timeout: 30 * time.Second, Dial: func() (*ipc.Conn, error) {
@@ -145,12 +163,17 @@ func (a *acceptor) signalAll(sig syscall.Signal) {
 
 // handle serves one login request from a login front end.
 func (a *acceptor) handle(ctx context.Context, nc net.Conn) {
-	defer nc.Close()
 	uc, ok := nc.(*net.UnixConn)
 	if !ok {
+		nc.Close()
 		return
 	}
+	// Close the ipc.Conn, not only the socket: it also closes descriptors
+	// that arrived beyond the one request, which a subverted login
+	// process could otherwise pile up here.
 	c := ipc.NewConn(uc, maxFrame)
+	defer c.Close()
+	c.SetMaxFiles(1)
 	req, files, err := c.Recv(30 * time.Second)
 	if err != nil {
 		log.Warnf("login request: %v", err)
@@ -164,12 +187,23 @@ func (a *acceptor) handle(ctx context.Context, nc net.Conn) {
 	reply := func(status, code, user, reason string) {
 		c.Send(ipc.NewMsg("status", status, "code", code, "user", user, "reason", reason))
 	}
-	if req.Get("op") != "login" || len(files) != 1 {
+	handoff := req.Get("stream") == "client"
+	if req.Get("op") != "login" || len(files) != 1 || handoff && (req.Get("tls") != "no" || len(req.Get("pending")) > maxPending || !validTag(req.Get("tag"))) {
 		log.Warnf("bad login request: op=%q descriptors=%d", req.Get("op"), len(files))
 		reply("error", CodeTemp, "", "Internal error")
 		return
 	}
 	svc, user, client := req.Get("service"), req.Get("user"), req.Get("client_addr")
+	if handoff {
+		// The client's own socket: its peer is the address to count and
+		// rate-limit, whatever the login process says.
+		if fc, err := net.FileConn(files[0]); err == nil {
+			if ra := fc.RemoteAddr(); ra != nil && ra.String() != "" {
+				client = ra.String()
+			}
+			fc.Close()
+		}
+	}
 	rip := client
 	if h, _, err := net.SplitHostPort(client); err == nil {
 		rip = h
@@ -270,8 +304,17 @@ func (a *acceptor) mailbox(u authclient.User) (route.Mailbox, error) {
 	if !mb.Maildir {
 		return mb, fmt.Errorf("%s is not a Maildir (POP3 and IMAP serve Maildir only)", mb.Path)
 	}
-	if mb.UID == 0 {
-		return mb, fmt.Errorf("%s belongs to uid 0: sessions never run as root", mb.Path)
+	if mb.UID == 0 || mb.GID == 0 {
+		return mb, fmt.Errorf("%s belongs to uid %d gid %d: sessions never run as root or group root", mb.Path, mb.UID, mb.GID)
+	}
+	if mb.UID == a.ownerUID {
+		return mb, fmt.Errorf("%s belongs to mail_owner (uid %d): a session as it could read and forge the queue", mb.Path, mb.UID)
+	}
+	if first := int(a.d.Config.Int("mail_first_valid_uid")); mb.UID < first {
+		return mb, fmt.Errorf("%s belongs to uid %d, below mail_first_valid_uid %d", mb.Path, mb.UID, first)
+	}
+	if first := int(a.d.Config.Int("mail_first_valid_gid")); mb.GID < first {
+		return mb, fmt.Errorf("%s has gid %d, below mail_first_valid_gid %d", mb.Path, mb.GID, first)
 	}
 	return mb, nil
 }
@@ -291,11 +334,10 @@ func (a *acceptor) fromAuth(u authclient.User) (route.Mailbox, error) {
 func (a *acceptor) start(req *ipc.Msg, u authclient.User, mb route.Mailbox, stream *os.File) (*os.Process, error) {
 	cfg := a.d.Config
 	path := filepath.Join(cfg.Get("daemon_directory"), a.program)
-	snap, err := memFile(a.d.Snapshot)
+	snap, err := a.snapshot()
 	if err != nil {
 		return nil, err
 	}
-	defer snap.Close()
 	home := u.Home
 	if home == "" {
 		home = strings.TrimSuffix(mb.Path, "/")
@@ -312,6 +354,10 @@ func (a *acceptor) start(req *ipc.Msg, u authclient.User, mb route.Mailbox, stre
 		envTLS + "=" + req.Get("tls"),
 		envService + "=" + req.Get("service"),
 		envConfDir + "=" + a.d.ConfigDir,
+	}
+	if req.Get("stream") == "client" {
+		cmd.Env = append(cmd.Env, envPending+"="+base64.StdEncoding.EncodeToString([]byte(req.Get("pending"))),
+			envTag+"="+req.Get("tag"))
 	}
 	cmd.Stderr = os.Stderr // master's log pipe
 	cmd.ExtraFiles = []*os.File{stream, snap}
@@ -334,6 +380,12 @@ func (a *acceptor) start(req *ipc.Msg, u authclient.User, mb route.Mailbox, stre
 	return cmd.Process, nil
 }
 
+// snapshot returns the configuration memfd for a session.
+func (a *acceptor) snapshot() (*os.File, error) {
+	a.snapOnce.Do(func() { a.snap, a.snapErr = memFile(a.d.Snapshot) })
+	return a.snap, a.snapErr
+}
+
 // memFile is a sealed in-memory file holding data, for the session to read
 // its configuration from.
 func memFile(data []byte) (*os.File, error) {
@@ -346,7 +398,12 @@ func memFile(data []byte) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("memfd: %w", err)
 	}
-	unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL)
+	// The seals are what makes sharing one memfd among sessions of
+	// different users safe: none can change what the next one reads.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("memfd seals: %w", err)
+	}
 	return f, nil
 }
 
@@ -356,4 +413,18 @@ func socketpair() (mine, theirs *os.File, err error) {
 		return nil, nil, fmt.Errorf("socketpair: %w", err)
 	}
 	return os.NewFile(uintptr(fds[0]), "session"), os.NewFile(uintptr(fds[1]), "session"), nil
+}
+
+// validTag accepts an IMAP tag as a login front end passes it on: at most
+// 64 printable ASCII characters, none that could end or split a line.
+func validTag(tag string) bool {
+	if len(tag) > 64 {
+		return false
+	}
+	for i := 0; i < len(tag); i++ {
+		if c := tag[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }

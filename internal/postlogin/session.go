@@ -1,6 +1,7 @@
 package postlogin
 
 import (
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +32,13 @@ type Session struct {
 	LocalAddr  string
 	TLS        bool
 	Config     *config.Config // the running configuration, with the service's -o options
+	// Handoff: Conn is the client's own connection (postlogin.Handoff),
+	// not a stream from the login front end.
+	Handoff bool
+	// Tag, on an IMAP handoff, is the tag of the client's login command,
+	// which the session answers (the tagged OK, in place of the PREAUTH
+	// greeting a relayed session sends); "" otherwise.
+	Tag string
 }
 
 // StartSession picks up what the acceptor handed over: the stream, the
@@ -50,7 +58,13 @@ func StartSession(program string) (*Session, error) {
 	if err := privsep.NoNewPrivs(); err != nil {
 		return nil, err
 	}
-	if st, err := privsep.ReadStatus("/proc/self/status"); err == nil && (st.CapEff != 0 || st.CapPrm != 0) {
+	// Fail closed: a session that cannot show it holds no capability
+	// does not run (it is not chrooted; /proc is there).
+	st, err := privsep.ReadStatus("/proc/self/status")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", program, err)
+	}
+	if st.CapEff != 0 || st.CapPrm != 0 {
 		return nil, fmt.Errorf("%s: a session must hold no capability (CapEff %x, CapPrm %x)", program, st.CapEff, st.CapPrm)
 	}
 	cf := os.NewFile(sessionConfigFD, "config")
@@ -83,6 +97,19 @@ func StartSession(program string) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: stream: %w", program, err)
 	}
+	p, handoff := os.LookupEnv(envPending)
+	if handoff {
+		// The client's own connection (Handoff): what it pipelined
+		// behind its login comes first.
+		b, err := base64.StdEncoding.DecodeString(p)
+		if err != nil || len(b) > maxPending {
+			conn.Close()
+			return nil, fmt.Errorf("%s: bad pipelined input from the acceptor", program)
+		}
+		if len(b) > 0 {
+			conn = &pendingConn{Conn: conn, pending: b}
+		}
+	}
 	s := &Session{
 		Conn:       conn,
 		User:       os.Getenv(envUser),
@@ -94,6 +121,8 @@ func StartSession(program string) (*Session, error) {
 		LocalAddr:  os.Getenv(envLocal),
 		TLS:        os.Getenv(envTLS) == "yes",
 		Config:     cfg,
+		Handoff:    handoff,
+		Tag:        os.Getenv(envTag),
 	}
 	if s.User == "" || !filepath.IsAbs(s.Mail) || !strings.HasSuffix(s.Mail, "/") {
 		conn.Close()
@@ -101,4 +130,20 @@ func StartSession(program string) (*Session, error) {
 	}
 	os.Clearenv()
 	return s, nil
+}
+
+// pendingConn is a handed-off client connection whose first octets were
+// read by the login front end already.
+type pendingConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *pendingConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
