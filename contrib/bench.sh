@@ -12,6 +12,9 @@
 #   local  Postern delivers to the virtual mailbox demo@example.test,
 #          Postfix to the system user benchuser@localhost (home_mailbox =
 #          Maildir/); a run ends when the Maildir's new/ holds all N files.
+#          Before the warm-up and before the run the Maildir is moved
+#          aside (not deleted: see clear_maildir) and the MTA makes a new
+#          one.
 #   relay  Both relay user@remote.example (smtp-source's address is in
 #          mynetworks) to relayhost = [127.0.0.1]:2526, where smtp-sink(1)
 #          takes every message and throws it away; a run ends when the
@@ -287,12 +290,17 @@ count_new() { # files in DIR/new (0 while it does not exist yet)
 	[ -d "$1/new" ] || { echo 0; return; }
 	find "$1/new" -mindepth 1 -maxdepth 1 -printf . 2>/dev/null | wc -c
 }
+# clear_maildir DIR: moves the Maildir out of the way, into $W/trash (removed
+# with the work directory at the end), so that the next run starts with none
+# and the MTA makes a new one. Moved, not deleted: on ext4 without a journal
+# the inode allocator skips recently freed inodes one by one (for up to
+# minutes while their inode table block is dirty), so deleting thousands of
+# files just before a run would make the MTA's every file creation in that
+# block group pay for the bench's own clean-up.
 clear_maildir() {
-	local d
-	for d in new cur tmp; do
-		[ -d "$1/$d" ] && find "$1/$d" -mindepth 1 -maxdepth 1 -type f -delete
-	done
-	return 0
+	[ -e "$1" ] || return 0
+	mkdir -p "$W/trash" || return 1
+	mv "$1" "$(mktemp -u "$W/trash/maildir.XXXXXX")"
 }
 wait_count() { # MAILDIR COUNT DEADLINE(epoch us): 0 when reached
 	while :; do
@@ -572,8 +580,8 @@ mode_stop() {
 	mta_stop "$1"
 	sink_stop
 }
-# mode_clear MTA MODE: forget what was delivered so far (the Maildir's
-# files; the sink's count becomes the new base).
+# mode_clear MTA MODE: forget what was delivered so far (the Maildir is
+# moved aside; the sink's count becomes the new base).
 mode_clear() {
 	case $2 in
 	local) clear_maildir "$(maildir_of "$1")" ;;
@@ -837,6 +845,13 @@ fi
 mkdir -p "$BENCH_WORKDIR" || die "cannot create $BENCH_WORKDIR"
 W=$(mktemp -d "$BENCH_WORKDIR/postern-bench.XXXXXX") || die "mktemp in $BENCH_WORKDIR"
 chmod 0755 "$W"
+# The Orlov hint (chattr +T, ext2/3/4): the MTAs' directories below $W are
+# spread over block groups of their own instead of the group of
+# $BENCH_WORKDIR. Without a journal ext4 makes every new inode skip the
+# inodes freed in its group in the last seconds to minutes, one by one, so
+# an MTA whose files share a group with the other MTA's queue churn, or
+# with whatever else was deleted there lately, would pay for it.
+chattr +T "$W" 2>/dev/null || true
 WORK=$W
 RES=$BENCH_RESULTS/$(date +%Y%m%d-%H%M%S)
 cleanup_outer() {

@@ -1077,7 +1077,7 @@ func TestSMTPRelay(t *testing.T) {
 	// Our own domains are open to everyone.
 	outside.expect("RCPT TO:<demo@example.test>", "250 2.1.5")
 	outside.quit()
-	if !strings.Contains(in.Log(), "reject: RCPT from unknown[127.0.0.2]: 554 5.7.1 <user@remote.example>: Relay access denied") {
+	if !in.WaitLog("reject: RCPT from unknown[127.0.0.2]: 554 5.7.1 <user@remote.example>: Relay access denied", 5*time.Second) {
 		t.Errorf("no reject line for the relay attempt:\n%s", in.Log())
 	}
 

@@ -60,6 +60,7 @@ type cleanup struct {
 
 func main() {
 	d := service.Init("cleanup")
+	d.LimitProcs()
 	c := &cleanup{
 		cfg:      d.Config,
 		hostname: d.Config.Get("myhostname"),

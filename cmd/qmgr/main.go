@@ -101,6 +101,7 @@ type transport struct {
 
 func main() {
 	d := service.Init("qmgr")
+	d.LimitProcs()
 	cfg := d.Config
 	users, err := passwd.Load("/etc/passwd", "/etc/group")
 	if err != nil {
@@ -431,7 +432,9 @@ func (q *qmgr) process(id queue.ID) (again bool) {
 	left := q.settle(id, qf, groups, results)
 	if left == 0 {
 		// Everything is done: removing the file is the durable mark.
-		if err := os.Remove(path); err != nil {
+		// Recycled rather than unlinked (see queue.Recycle: inode
+		// allocation on ext4 without a journal).
+		if err := queue.Recycle(".", queue.Active, id, f); err != nil {
 			log.Errorf("%s: remove: %v", id, err)
 			return false
 		}

@@ -120,12 +120,12 @@ func (q *qmgr) settle(id queue.ID, qf *queue.File, groups map[destKey][]int, res
 	if env.Sender == "" {
 		lifetime = q.bounceLifetime
 	}
-	var failed, delayed, succeeded []int
+	var failed, delayed, succeeded, sent []int
 	left := 0
 	for _, i := range pendingIndexes(groups) {
 		switch results[i].status {
 		case "sent":
-			qf.SetStatus(i, queue.StatusDelivered)
+			sent = append(sent, i)
 			if wants(env.Recipients[i].Notify, "SUCCESS") {
 				succeeded = append(succeeded, i)
 			}
@@ -145,6 +145,15 @@ func (q *qmgr) settle(id queue.ID, qf *queue.File, groups map[destKey][]int, res
 			if q.delayWarning > 0 && age > q.delayWarning && env.Recipients[i].Status == queue.StatusPending {
 				delayed = append(delayed, i)
 			}
+		}
+	}
+	if left > 0 || len(failed) > 0 {
+		// The done marks matter only to a file that stays; one whose
+		// every recipient is done is removed without them (a pwrite
+		// saved per message). A failure report below may still keep the
+		// file, so they are written whenever there is one.
+		for _, i := range sent {
+			qf.SetStatus(i, queue.StatusDelivered)
 		}
 	}
 	if len(failed) > 0 {

@@ -83,6 +83,7 @@ type cached struct {
 
 func main() {
 	d := service.Init("smtp")
+	d.LimitProcs()
 	cfg := d.Config
 	a := &agent{d: d, lmtp: d.Service.Name == "lmtp", hostname: cfg.Get("myhostname"),
 		level: cfg.Get("smtp_tls_security_level"), saslOn: cfg.Bool("smtp_sasl_auth_enable"),

@@ -91,6 +91,7 @@ func clientAddrFrom(ctx context.Context) string {
 
 func main() {
 	d := service.Init("smtpd")
+	d.LimitProcs()
 	cfg := d.Config
 	users, err := passwd.Load("/etc/passwd", "/etc/group")
 	if err != nil {
@@ -337,11 +338,6 @@ func (h *session) Reset() {
 }
 
 func (h *session) Data() (smtp.MessageSink, *smtp.Reply) {
-	c, err := ipc.Dial("private/cleanup", 10*time.Second)
-	if err != nil {
-		log.Warnf("connect to private/cleanup: %v", err)
-		return nil, &smtp.Reply{Code: 451, Enhanced: "4.3.0", Text: "Error: queue file write error"}
-	}
 	m := ipc.NewMsg("op", "submit",
 		"sender", h.from.String(),
 		"client_name", "unknown",
@@ -369,12 +365,11 @@ func (h *session) Data() (smtp.MessageSink, *smtp.Reply) {
 		m.Add("orcpt", h.rparam[i].ORcpt)
 		m.Add("notify", strings.Join(h.rparam[i].Notify, ","))
 	}
-	if err := c.Send(m); err != nil {
-		c.Close()
-		log.Warnf("send to cleanup: %v", err)
+	c, r, err := h.submit(m)
+	if err != nil && c == nil {
+		log.Warnf("cleanup: %v", err)
 		return nil, &smtp.Reply{Code: 451, Enhanced: "4.3.0", Text: "Error: queue file write error"}
 	}
-	r, _, err := c.Recv(h.srv.ipcTimeout)
 	if err != nil || r.Get("status") != "ok" {
 		c.Close()
 		why := ""
@@ -393,6 +388,34 @@ func (h *session) Data() (smtp.MessageSink, *smtp.Reply) {
 		log.Infof("%s: client=%s", id, h.client)
 	}
 	return &sink{c: c, w: c.StreamWriter(), id: id, timeout: h.srv.ipcTimeout}, nil
+}
+
+// submit sends the request to cleanup over a pooled or new connection
+// and reads the answer. A pooled connection that fails before an answer
+// is replaced by a new one once (nothing was queued: cleanup makes the
+// queue file only when it answers). It returns a nil connection when
+// none could be used at all.
+func (h *session) submit(m *ipc.Msg) (*ipc.Conn, *ipc.Msg, error) {
+	for {
+		c, pooled, err := dialCleanup()
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect to private/cleanup: %w", err)
+		}
+		err = c.Send(m)
+		var r *ipc.Msg
+		if err == nil {
+			r, _, err = c.Recv(h.srv.ipcTimeout)
+		}
+		if err != nil && pooled {
+			c.Close()
+			continue
+		}
+		if err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		return c, r, nil
+	}
 }
 
 // sink streams the message to cleanup and turns cleanup's verdict into
@@ -421,7 +444,14 @@ func (k *sink) Write(p []byte) (int, error) {
 }
 
 func (k *sink) Commit() *smtp.Reply {
-	defer k.c.Close()
+	keep := false
+	defer func() {
+		if keep {
+			putCleanup(k.c)
+		} else {
+			k.c.Close()
+		}
+	}()
 	if k.failed {
 		return &smtp.Reply{Code: 451, Enhanced: "4.3.0", Text: "Error: queue file write error"}
 	}
@@ -436,6 +466,7 @@ func (k *sink) Commit() *smtp.Reply {
 	}
 	switch r.Get("status") {
 	case "ok":
+		keep = true
 		return &smtp.Reply{Code: 250, Enhanced: "2.0.0", Text: "Ok: queued as " + k.id}
 	case "perm":
 		return &smtp.Reply{Code: 554, Enhanced: orDefault(r.Get("dsn"), "5.6.0"), Text: r.Get("reason")}

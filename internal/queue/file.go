@@ -592,10 +592,11 @@ type Writer struct {
 	done    bool
 }
 
-// Create starts the queue file tmp/ID (O_EXCL, mode 0600) and writes the
-// envelope. If the ID is taken the error wraps os.ErrExist and the caller
-// retries with a new ID. A zero Arrival is written as the current time;
-// env.Size is ignored.
+// Create starts the queue file tmp/ID (O_EXCL, mode 0600, or a recycled
+// file from free/ renamed there without replacing anything, see pool.go)
+// and writes the envelope. If the ID is taken the error wraps os.ErrExist
+// and the caller retries with a new ID. A zero Arrival is written as the
+// current time; env.Size is ignored.
 func Create(spool string, id ID, env *Envelope) (*Writer, error) {
 	if !ValidID(string(id)) {
 		return nil, fmt.Errorf("queue: create: invalid queue ID %.40q", id)
@@ -608,16 +609,24 @@ func Create(spool string, id ID, env *Envelope) (*Writer, error) {
 		return nil, fmt.Errorf("queue %s: create: %w", id, err)
 	}
 	path := filepath.Join(spool, Tmp, string(id))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	// A recycled file (pool.go), locked already, when free/ has one.
+	f, err := takeFree(spool, path)
 	if err != nil {
 		return nil, fmt.Errorf("queue %s: create: %w", id, err)
 	}
-	w := &Writer{spool: spool, id: id, path: path, f: f, sizeOff: sizeOff, body: int64(len(head))}
-	// The lock tells Recover that a live writer owns the file.
-	if err := control(f, func(fd int) error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) }); err != nil {
-		w.Abort()
-		return nil, fmt.Errorf("queue %s: create: lock: %w", id, err)
+	if f == nil {
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("queue %s: create: %w", id, err)
+		}
+		// The lock tells Recover that a live writer owns the file.
+		if err := control(f, func(fd int) error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) }); err != nil {
+			f.Close()
+			os.Remove(path)
+			return nil, fmt.Errorf("queue %s: create: lock: %w", id, err)
+		}
 	}
+	w := &Writer{spool: spool, id: id, path: path, f: f, sizeOff: sizeOff, body: int64(len(head))}
 	w.bw = bufio.NewWriterSize(f, 64<<10)
 	if _, err := w.bw.Write(head); err != nil {
 		w.Abort()

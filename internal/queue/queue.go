@@ -7,7 +7,9 @@
 // incoming/ (Create, Write, Commit); qmgr moves it between incoming/,
 // active/, deferred/ and hold/ with rename(2) (Move); delivery agents read
 // it through a descriptor (Open) and qmgr marks recipients done in place
-// (SetStatus, Sync).
+// (SetStatus, Sync). A file whose every recipient is done goes to free/
+// (Recycle), where Create finds it again for a new message: inodes are
+// reused rather than freed and allocated again (pool.go says why).
 //
 // File format, version 1. Text envelope, then the message:
 //
@@ -143,6 +145,7 @@ var Dirs = []Dir{
 	{Name: Deferred, Mode: 0o700, Owner: OwnerMail},
 	{Name: Hold, Mode: 0o700, Owner: OwnerMail},
 	{Name: Corrupt, Mode: 0o700, Owner: OwnerMail},
+	{Name: Free, Mode: 0o700, Owner: OwnerMail},
 	{Name: Private, Mode: 0o700, Owner: OwnerMail},
 	{Name: Public, Mode: 0o710, Owner: OwnerMailSetgid},
 	{Name: PID, Mode: 0o700, Owner: OwnerRoot},

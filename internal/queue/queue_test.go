@@ -451,7 +451,7 @@ func TestID(t *testing.T) {
 
 func TestDirs(t *testing.T) {
 	want := map[string]uint32{"maildrop": 0o1730, "tmp": 0o700, "incoming": 0o700, "active": 0o700,
-		"deferred": 0o700, "hold": 0o700, "corrupt": 0o700, "private": 0o700, "public": 0o710, "pid": 0o700, "empty": 0o555, "login": 0o755}
+		"deferred": 0o700, "hold": 0o700, "corrupt": 0o700, "free": 0o700, "private": 0o700, "public": 0o710, "pid": 0o700, "empty": 0o555, "login": 0o755}
 	if len(Dirs) != len(want) {
 		t.Errorf("%d dirs", len(Dirs))
 	}

@@ -40,6 +40,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -387,4 +388,20 @@ func closeFiles(files []*os.File) {
 	for _, f := range files {
 		f.Close()
 	}
+}
+
+// LimitProcs sets how many threads run Go code at once (GOMAXPROCS) from
+// daemon_gomaxprocs; 0 (the default) means a quarter of the CPUs, at
+// least one. A message passes through four or five daemons that are busy
+// at the same time, so each needs only its share of the CPUs; with one P
+// per CPU each process instead wakes idle threads for every goroutine
+// hand-off (futex, sysmon polling), which on a small machine cost about a
+// fifth of the CPU per message in the bench. local does not call it: it
+// locks a thread for every delivery.
+func (d *Daemon) LimitProcs() {
+	n := int(d.Config.Int("daemon_gomaxprocs"))
+	if n <= 0 {
+		n = max(1, runtime.NumCPU()/4)
+	}
+	runtime.GOMAXPROCS(n)
 }

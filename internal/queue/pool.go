@@ -1,0 +1,255 @@
+package queue
+
+// Recycled queue files. qmgr does not unlink a queue file whose every
+// recipient is done: Recycle renames it into free/ and empties it, and
+// cleanup's Create takes a file from free/ for the next message instead of
+// creating one. The point is ext4 without a journal (and ext2): there
+// every inode allocation skips the inodes freed in the last seconds (up to
+// five minutes while their inode table block is dirty), one by one, so a
+// queue that creates and deletes hundreds of files a second spends most of
+// its CPU in the kernel's inode allocator (find_inode_bit and
+// recently_deleted), and makes every other file creation on that file
+// system (the Maildir files local writes) slow as well. A recycled inode
+// is never freed, so there is nothing to skip.
+//
+// Safety. A file in free/ holds no message anyone needs: Recycle is called
+// only once every recipient is done, where the file used to be removed.
+// It holds the writers' flock from before its rename until after its
+// truncate, so no writer can take the file and then have its new message
+// emptied; and it renames first and truncates after, so a crash leaves
+// the delivered message in active/ (delivered again, as after a lost
+// unlink) or a file in free/, which Create empties before it puts it in
+// tmp/ (so tmp/ never holds an accepted message, as before). Create takes
+// a file by opening it, locking it (the flock that also tells SweepTmp a
+// live writer owns it) and only then renaming it into tmp/ with
+// RENAME_NOREPLACE; a lock or rename that fails means another writer (or
+// Recycle) has the file, and the next one is tried. The new message is
+// then written and committed exactly as into a new file (fdatasync covers
+// the file's size, the rename into incoming/ is followed by an fsync of
+// incoming/), so the 250 means what it did. Without a journal a crash may
+// also leave one inode under two names (a recycled file's old name in
+// active/ and its new one); fsck repairs the count and the message is
+// delivered twice at worst, never lost.
+//
+// Limits. free/ holds at most MaxFree files, normally empty (an inode and
+// a directory entry each); beyond that Recycle unlinks as before. The
+// count is an estimate kept by this process and corrected by reading
+// free/ every freeRecount recycles, so it can only err for a while
+// towards unlinking. Create reads at most freeBatch names at a time and,
+// when free/ was empty, reads it again at most every freeRescan.
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Free is the spool directory of recycled, empty queue files.
+const Free = "free"
+
+// MaxFree bounds the number of files kept in free/.
+const MaxFree = 1024
+
+const (
+	freeBatch   = 256
+	freeRescan  = 200 * time.Millisecond
+	freeRecount = 512
+)
+
+// freeList is the names in free/ this process has seen and not yet tried.
+var freeList struct {
+	sync.Mutex
+	names    []string
+	lastScan time.Time
+	// count estimates how many files free/ holds; recycled counts
+	// Recycle calls since the last recount.
+	count     int
+	recycled  int
+	countedAt time.Time
+}
+
+// nextFree returns a name from free/, reading the directory when the list
+// is empty (no more often than freeRescan when it found nothing).
+func nextFree(spool string) (string, bool) {
+	freeList.Lock()
+	defer freeList.Unlock()
+	if len(freeList.names) == 0 {
+		if time.Since(freeList.lastScan) < freeRescan {
+			return "", false
+		}
+		freeList.lastScan = time.Now()
+		d, err := os.Open(filepath.Join(spool, Free))
+		if err != nil {
+			return "", false
+		}
+		names, _ := d.Readdirnames(freeBatch)
+		d.Close()
+		if len(names) == 0 {
+			return "", false
+		}
+		// Scanned again at once when this batch runs out: free/ had
+		// files, it may have more.
+		freeList.lastScan = time.Time{}
+		freeList.names = names
+	}
+	n := len(freeList.names) - 1
+	name := freeList.names[n]
+	freeList.names = freeList.names[:n]
+	return name, true
+}
+
+// pushFree gives a name back to the list (an ID clash in tmp/: the file
+// is still in free/).
+func pushFree(name string) {
+	freeList.Lock()
+	freeList.names = append(freeList.names, name)
+	freeList.Unlock()
+}
+
+// takeFree moves a recycled file to path (in tmp/), locked and empty. It
+// returns nil and no error when free/ has nothing usable, and an error
+// wrapping os.ErrExist when path is taken (an ID clash: the caller tries
+// another ID).
+func takeFree(spool, path string) (*os.File, error) {
+	for range 8 {
+		name, ok := nextFree(spool)
+		if !ok {
+			return nil, nil
+		}
+		src := filepath.Join(spool, Free, name)
+		f, err := os.OpenFile(src, os.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+		if err != nil {
+			continue // taken by another writer, or not a file for us
+		}
+		var st unix.Stat_t
+		err = control(f, func(fd int) error {
+			if err := unix.Fstat(fd, &st); err != nil {
+				return err
+			}
+			if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
+				return errors.New("not a plain file")
+			}
+			// Locked before it shows in tmp/, so that no sweep takes
+			// it for a dead writer's leftover.
+			return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		})
+		if err != nil {
+			f.Close()
+			continue
+		}
+		if st.Size != 0 {
+			// Recycle empties files, but a crash between its rename
+			// and its truncate leaves one full. Emptied before it
+			// shows in tmp/, so that tmp/ never holds a message that
+			// was accepted before.
+			if err := f.Truncate(0); err != nil {
+				f.Close()
+				continue
+			}
+		}
+		if err := renameNoReplace(src, path); err != nil {
+			f.Close()
+			if errors.Is(err, fs.ErrExist) {
+				pushFree(name)
+				return nil, err
+			}
+			continue // another writer renamed it first
+		}
+		return f, nil
+	}
+	return nil, nil
+}
+
+// Recycle disposes of the queue file dir/id, whose every recipient is done
+// and which f (open for writing) holds: it is renamed into free/ and
+// emptied for cleanup to reuse or, when free/ is full or the rename
+// fails, removed. Either way the file is gone from dir when it returns
+// nil. Like the removal it replaces, it does not fsync: a crash may bring
+// the message back into the queue, to be delivered again.
+func Recycle(spool, dir string, id ID, f *os.File) error {
+	path := Path(spool, dir, id)
+	if path == "" {
+		return &os.PathError{Op: "recycle", Path: string(id), Err: os.ErrInvalid}
+	}
+	// Under the writers' lock from before the rename until after the
+	// truncate: a writer that finds the file in free/ meanwhile cannot
+	// lock it, so the truncate never hits a new message.
+	if f != nil && lockFile(f) == nil {
+		defer unlockFile(f)
+		if reserveFree(spool) {
+			if err := renameNoReplace(path, filepath.Join(spool, Free, string(id))); err == nil {
+				// Emptied after the rename: a crash before it leaves
+				// the whole message in dir, never an empty file
+				// there. An error only leaves the space in use until
+				// takeFree empties the file.
+				f.Truncate(0)
+				return nil
+			}
+			unreserveFree()
+		}
+	}
+	if err := os.Remove(path); err != nil {
+		return err
+	}
+	return nil
+}
+
+func lockFile(f *os.File) error {
+	return control(f, func(fd int) error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
+}
+
+func unlockFile(f *os.File) {
+	control(f, func(fd int) error { return unix.Flock(fd, unix.LOCK_UN) })
+}
+
+// reserveFree counts one more file in free/ if there is room.
+func reserveFree(spool string) bool {
+	freeList.Lock()
+	defer freeList.Unlock()
+	if freeList.countedAt.IsZero() || freeList.recycled >= freeRecount ||
+		freeList.count >= MaxFree && time.Since(freeList.countedAt) > time.Second {
+		freeList.count = countFree(spool)
+		freeList.recycled = 0
+		freeList.countedAt = time.Now()
+	}
+	if freeList.count >= MaxFree {
+		return false
+	}
+	freeList.count++
+	freeList.recycled++
+	return true
+}
+
+func unreserveFree() {
+	freeList.Lock()
+	freeList.count--
+	freeList.Unlock()
+}
+
+// countFree returns how many names free/ holds, or MaxFree when it cannot
+// be read (so nothing is put there).
+func countFree(spool string) int {
+	d, err := os.Open(filepath.Join(spool, Free))
+	if err != nil {
+		return MaxFree
+	}
+	defer d.Close()
+	n := 0
+	for n < MaxFree {
+		names, err := d.Readdirnames(freeBatch)
+		n += len(names)
+		if err == io.EOF || len(names) == 0 {
+			break
+		}
+		if err != nil {
+			return MaxFree
+		}
+	}
+	return n
+}
