@@ -148,11 +148,12 @@ type conn struct {
 	rip, lip string
 	failures int
 	bad      int
+	start    time.Time // when the client connected
 }
 
 func (s *server) handle(ctx context.Context, c net.Conn) {
 	defer c.Close()
-	cn := &conn{s: s, raw: c, c: c, rip: hostOf(c.RemoteAddr()), lip: hostOf(c.LocalAddr())}
+	cn := &conn{s: s, raw: c, c: c, rip: hostOf(c.RemoteAddr()), lip: hostOf(c.LocalAddr()), start: time.Now()}
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 		cn.loopback = ap.Addr().Unmap().IsLoopback()
 	}
@@ -303,9 +304,7 @@ func (cn *conn) run(ctx context.Context) string {
 // readCommand reads the next command within the login timeout. The
 // write deadline is renewed too: the reader may send "+ Ready".
 func (cn *conn) readCommand(ctx context.Context) (*imapwire.Command, error) {
-	if cn.s.timeout > 0 {
-		cn.c.SetDeadline(time.Now().Add(cn.s.timeout))
-	}
+	cn.setDeadline()
 	// Checked after the deadline is set: a stop that came in between
 	// has already cut the deadline short, one before is seen here.
 	if ctx.Err() != nil {
@@ -314,11 +313,23 @@ func (cn *conn) readCommand(ctx context.Context) (*imapwire.Command, error) {
 	return cn.r.ReadCommand()
 }
 
+// setDeadline allows login_timeout for the next command, and at most three
+// times login_timeout since the client connected: a client that sends
+// NOOP now and then does not keep a login slot for ever (as pop3-login).
+func (cn *conn) setDeadline() {
+	if cn.s.timeout <= 0 {
+		return
+	}
+	d := time.Now().Add(cn.s.timeout)
+	if hard := cn.start.Add(3 * cn.s.timeout); hard.Before(d) {
+		d = hard
+	}
+	cn.c.SetDeadline(d)
+}
+
 // readLine reads a SASL response within the login timeout.
 func (cn *conn) readLine(ctx context.Context) (string, error) {
-	if cn.s.timeout > 0 {
-		cn.c.SetReadDeadline(time.Now().Add(cn.s.timeout))
-	}
+	cn.setDeadline()
 	if ctx.Err() != nil {
 		return "", ctx.Err()
 	}

@@ -376,7 +376,7 @@ var table = []param{
 		Doc:    "Refuse passwords (POP3 USER/PASS and AUTH, IMAP LOGIN and AUTHENTICATE) on a connection that is not encrypted, unless the client is on a loopback address.",
 		Detail: "Dovecot's setting of the same name and default."}},
 	{Setting: Setting{Name: "login_timeout", Kind: KindDuration, Default: "60s", Group: groups[11],
-		Doc: "How long pop3-login and imap-login wait for the next command before the client has logged in, and (POP3) at most three times that in all before login."},
+		Doc: "How long pop3-login and imap-login wait for the next command before the client has logged in, and at most three times that in all before login."},
 		min: 1, max: day},
 	{Setting: Setting{Name: "login_auth_failure_limit", Kind: KindInt, Default: "3", Group: groups[11],
 		Doc: "Failed logins on one POP3 or IMAP connection before it is closed (the auth daemon also delays and rate-limits failures)."},
