@@ -22,16 +22,21 @@ import (
 //     session out of a maildrop while one is open. The kernel releases it
 //     when its holder dies, so it never goes stale.
 
+// A rewrite holds the dotlock for milliseconds, so a lock older than
+// dotlockStale is a dead holder's; the wait outlasts it, so a crash costs
+// a pause, not a failed command (Dovecot uses the same stale time for its
+// uidlist lock when the holder does not refresh it).
 const (
-	dotlockStale   = 2 * time.Minute
-	dotlockTimeout = 10 * time.Second
+	dotlockStale   = 30 * time.Second
+	dotlockTimeout = 40 * time.Second
 	sessionLock    = "postern-pop3.lock"
 )
 
 // dotlock is a held dotlock.
 type dotlock struct {
-	path string
-	ino  uint64
+	path  string
+	ino   uint64
+	mtime unix.Timespec // with ino: the lock is still ours, not a new one on a reused inode
 }
 
 // lockDot takes the dotlock of file (file + ".lock"), waiting up to
@@ -43,12 +48,12 @@ func lockDot(file string) (*dotlock, error) {
 	for {
 		fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		if err == nil {
-			var st unix.Stat_t
-			unix.Fstat(fd, &st)
 			// The content is for an administrator: who holds it.
 			unix.Write(fd, []byte(strconv.Itoa(os.Getpid())+"\n"))
+			var st unix.Stat_t
+			unix.Fstat(fd, &st)
 			unix.Close(fd)
-			return &dotlock{path: path, ino: st.Ino}, nil
+			return &dotlock{path: path, ino: st.Ino, mtime: st.Mtim}, nil
 		}
 		if err == unix.EINTR {
 			continue
@@ -78,7 +83,7 @@ func lockDot(file string) (*dotlock, error) {
 // unlock removes the dotlock if it is still ours.
 func (l *dotlock) unlock() {
 	var st unix.Stat_t
-	if unix.Lstat(l.path, &st) == nil && st.Ino == l.ino {
+	if unix.Lstat(l.path, &st) == nil && st.Ino == l.ino && st.Mtim == l.mtime {
 		unix.Unlink(l.path)
 	}
 }
