@@ -46,3 +46,23 @@ func TestLoginFailureDelay(t *testing.T) {
 		t.Errorf("IMAP wrong password answered after %s, before auth_failure_delay %s", took, delay)
 	}
 }
+
+// TestIMAPPlaintextHandoff: a plaintext IMAP client (allowed on loopback)
+// is handed to the session, which answers the LOGIN itself with its
+// capabilities and then serves the mailbox directly.
+func TestIMAPPlaintextHandoff(t *testing.T) {
+	in := imapStartWithMail(t)
+	c := imapDial(t, in.IMAPAddr, nil)
+	r := c.ok("LOGIN demo@example.test demo-secret")
+	if last := r[len(r)-1]; !strings.Contains(last, "OK [CAPABILITY ") || !strings.Contains(last, "IMAP4rev2") || !strings.HasSuffix(last, "Logged in") {
+		t.Fatalf("LOGIN answer %q", last)
+	}
+	if sel := c.ok("SELECT INBOX"); !imapHas(sel, `^\* [1-9][0-9]* EXISTS`) {
+		t.Fatalf("SELECT after a handed-over login: %q", sel)
+	}
+	c.ok("FETCH 1 (FLAGS RFC822.SIZE)")
+	c.ok("LOGOUT")
+	if !in.WaitLog("login user=<demo@example.test> method=LOGIN", 5*time.Second) {
+		t.Errorf("no login line in the log:\n%s", in.Log())
+	}
+}

@@ -616,6 +616,12 @@ func (cn *conn) login(ctx context.Context, tag, user, pass, mech string) string 
 		Service: "imap", User: user, Password: pass, Mech: mech,
 		ClientAddr: cn.raw.RemoteAddr().String(), LocalAddr: cn.raw.LocalAddr().String(), TLS: cn.tls,
 	}
+	// A plaintext client with nothing pipelined behind its login is
+	// handed to the session (as pop3-login and Dovecot do): no relay hop.
+	if !cn.tls && cn.r.Buffered() == 0 && postlogin.CanHandoff(cn.raw) {
+		req.Tag = tag
+		return cn.handoff(lctx, req)
+	}
 	sess, res, err := postlogin.Login(lctx, cn.s.sock, req)
 	if err != nil {
 		log.Warnf("login user=<%s> rip=%s: %v", log.Clean(user), cn.rip, err)
@@ -623,17 +629,7 @@ func (cn *conn) login(ctx context.Context, tag, user, pass, mech string) string 
 		return ""
 	}
 	if !res.OK {
-		switch {
-		case res.Code == postlogin.CodeLimit:
-			log.Infof("login refused user=<%s> method=%s rip=%s lip=%s reason=%q", log.Clean(user), mech, cn.rip, cn.lip, res.Reason)
-			cn.send(tag + " NO [LIMIT] " + responseText(res.Reason, "Too many sessions."))
-			return ""
-		case res.Temp:
-			log.Infof("login failed temporarily user=<%s> method=%s rip=%s lip=%s reason=%q", log.Clean(user), mech, cn.rip, cn.lip, res.Reason)
-			cn.send(tag + " NO [UNAVAILABLE] " + responseText(res.Reason, "Temporary authentication failure, try again later."))
-			return ""
-		}
-		return cn.failed(tag, user, mech, responseText(res.Reason, "authentication failed"))
+		return cn.refused(tag, user, mech, res)
 	}
 	defer sess.Close()
 	sess.SetReadDeadline(time.Now().Add(loginWait))
@@ -675,6 +671,45 @@ func (cn *conn) login(ctx context.Context, tag, user, pass, mech string) string 
 		log.Infof("relay user=<%s> rip=%s: %v", log.Clean(res.User), cn.rip, err)
 	}
 	return "logged in"
+}
+
+// handoff logs a plaintext client in by giving its connection to the
+// session (postlogin.Handoff): the session answers the LOGIN itself
+// ("tag OK [CAPABILITY ...] Logged in") and talks to the client directly;
+// this process only closes its copy.
+func (cn *conn) handoff(ctx context.Context, req postlogin.Request) string {
+	res, err := postlogin.Handoff(ctx, cn.s.sock, req, cn.raw, nil)
+	if errors.Is(err, postlogin.ErrMaybeHandedOff) {
+		// A session may be serving the client already: not a word more
+		// from here.
+		log.Errorf("login user=<%s> rip=%s: %v", log.Clean(req.User), cn.rip, err)
+		return "session failed"
+	}
+	if err != nil {
+		log.Warnf("login user=<%s> rip=%s: %v", log.Clean(req.User), cn.rip, err)
+		cn.send(req.Tag + " NO [UNAVAILABLE] Temporary authentication failure, try again later.")
+		return ""
+	}
+	if !res.OK {
+		return cn.refused(req.Tag, req.User, req.Mech, res)
+	}
+	log.Infof("login user=<%s> method=%s rip=%s lip=%s tls=%s", log.Clean(res.User), req.Mech, cn.rip, cn.lip, yesNo(cn.tls))
+	return "logged in"
+}
+
+// refused answers a login the acceptor did not accept.
+func (cn *conn) refused(tag, user, mech string, res postlogin.Result) string {
+	switch {
+	case res.Code == postlogin.CodeLimit:
+		log.Infof("login refused user=<%s> method=%s rip=%s lip=%s reason=%q", log.Clean(user), mech, cn.rip, cn.lip, res.Reason)
+		cn.send(tag + " NO [LIMIT] " + responseText(res.Reason, "Too many sessions."))
+		return ""
+	case res.Temp:
+		log.Infof("login failed temporarily user=<%s> method=%s rip=%s lip=%s reason=%q", log.Clean(user), mech, cn.rip, cn.lip, res.Reason)
+		cn.send(tag + " NO [UNAVAILABLE] " + responseText(res.Reason, "Temporary authentication failure, try again later."))
+		return ""
+	}
+	return cn.failed(tag, user, mech, responseText(res.Reason, "authentication failed"))
 }
 
 // readerConn is a connection whose reads come through a reader that may

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -109,6 +110,10 @@ func runSession(s *postlogin.Session) int {
 	store, err := maildir.OpenStore(s.Mail, true)
 	if err != nil {
 		log.Errorf("%s: mailbox %s: %v", who, s.Mail, err)
+		if s.Handoff && s.Tag != "" {
+			// The client's LOGIN is ours to answer.
+			fmt.Fprintf(s.Conn, "%s NO [UNAVAILABLE] Mailbox not available\r\n", s.Tag)
+		}
 		fmt.Fprintf(s.Conn, "* BYE [UNAVAILABLE] Mailbox not available\r\n")
 		s.Conn.Close()
 		return 1
@@ -116,7 +121,12 @@ func runSession(s *postlogin.Session) int {
 	if err := store.EnsureSpecial(); err != nil {
 		log.Warnf("%s: creating special folders: %v", who, err)
 	}
-	in, out, reason := serve(s.Conn, who, store, set)
+	conn := s.Conn
+	if s.Handoff && s.Tag != "" {
+		// The client's own connection: its LOGIN is answered here.
+		conn = &loginReply{Conn: conn, tag: s.Tag}
+	}
+	in, out, reason := serve(conn, who, store, set)
 	log.Infof("disconnected %s in=%d out=%d reason=%q", who, in, out, reason)
 	return 0
 }
@@ -623,4 +633,43 @@ func sortLetters(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// loginReply turns the session's PREAUTH greeting into the answer to the
+// client's LOGIN ("tag OK [CAPABILITY ...] Logged in") when imap-login
+// handed the client's connection over instead of relaying it; everything
+// after the first line passes unchanged.
+type loginReply struct {
+	net.Conn
+	tag  string
+	buf  []byte
+	done bool
+}
+
+func (c *loginReply) Write(p []byte) (int, error) {
+	if c.done {
+		return c.Conn.Write(p)
+	}
+	c.buf = append(c.buf, p...)
+	i := bytes.Index(c.buf, []byte("\r\n"))
+	if i < 0 {
+		if len(c.buf) > 64<<10 {
+			return 0, errors.New("session greeting too long")
+		}
+		return len(p), nil
+	}
+	c.done = true
+	out := []byte(c.tag + " OK Logged in\r\n")
+	first := string(c.buf[:i])
+	if rest, ok := strings.CutPrefix(first, "* PREAUTH [CAPABILITY "); ok {
+		if caps, _, ok := strings.Cut(rest, "]"); ok {
+			out = []byte(c.tag + " OK [CAPABILITY " + caps + "] Logged in\r\n")
+		}
+	}
+	out = append(out, c.buf[i+2:]...)
+	c.buf = nil
+	if _, err := c.Conn.Write(out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
