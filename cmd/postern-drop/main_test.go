@@ -100,10 +100,10 @@ func TestSubmitRefusals(t *testing.T) {
 	if len(ents) != 0 {
 		t.Errorf("refused submissions left %d files", len(ents))
 	}
-	// Exactly the limit is fine; the null sender; -t with a recipient
-	// in the header.
+	// Exactly the limit (10 octets) is fine; the null sender; -t with a
+	// recipient in the header.
 	o := base()
-	o.stdin, o.recipients, o.extract, o.sender = strings.NewReader("To: b\n\nxxx"), nil, true, ""
+	o.stdin, o.recipients, o.extract, o.sender = strings.NewReader("To: b\n\nhi!"), nil, true, ""
 	if err := submit(o); err != nil {
 		t.Fatal(err)
 	}
