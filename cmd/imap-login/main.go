@@ -45,7 +45,6 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -633,7 +632,7 @@ func (cn *conn) login(ctx context.Context, tag, user, pass, mech string) string 
 	}
 	defer sess.Close()
 	sess.SetReadDeadline(time.Now().Add(loginWait))
-	first, err := readFirstLine(sess)
+	first, err := postlogin.FirstLine(sess, maxFirstLine)
 	if err != nil {
 		log.Errorf("login user=<%s> rip=%s: session start: %v", log.Clean(res.User), cn.rip, err)
 		cn.send(tag + " NO [UNAVAILABLE] Mailbox could not be opened, try again later.")
@@ -769,25 +768,4 @@ func responseText(s, def string) string {
 		return def
 	}
 	return s
-}
-
-// readFirstLine reads the session's first line byte by byte, so that
-// nothing after it is taken from the stream the relay copies.
-func readFirstLine(r io.Reader) (string, error) {
-	var b []byte
-	one := make([]byte, 1)
-	for len(b) < maxFirstLine {
-		n, err := r.Read(one)
-		if n == 1 {
-			if one[0] == '\n' {
-				return strings.TrimSuffix(string(b), "\r"), nil
-			}
-			b = append(b, one[0])
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-	}
-	return "", fmt.Errorf("first line longer than %d octets", maxFirstLine)
 }

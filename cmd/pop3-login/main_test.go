@@ -207,21 +207,6 @@ func TestLoginLimits(t *testing.T) {
 	c.closed()
 }
 
-func TestReadFirstLine(t *testing.T) {
-	for in, want := range map[string]string{"+OK Logged in.\r\nrest": "+OK Logged in.", "-ERR [IN-USE] x\n": "-ERR [IN-USE] x"} {
-		got, err := readFirstLine(strings.NewReader(in))
-		if err != nil || got != want {
-			t.Errorf("readFirstLine(%q) = %q, %v", in, got, err)
-		}
-	}
-	if _, err := readFirstLine(strings.NewReader(strings.Repeat("a", 2000))); err == nil {
-		t.Error("an endless first line was accepted")
-	}
-	if _, err := readFirstLine(strings.NewReader("+OK")); err == nil {
-		t.Error("a first line without end was accepted")
-	}
-}
-
 // TestLoginTotalTimeout: a client that keeps sending CAPA is still cut
 // off, three login_timeouts after it connected.
 func TestLoginTotalTimeout(t *testing.T) {

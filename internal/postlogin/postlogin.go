@@ -40,6 +40,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -281,4 +282,26 @@ func Relay(client, session net.Conn, idle time.Duration) error {
 			}
 		}
 	}
+}
+
+// FirstLine reads the session's first line (its greeting, or a refusal)
+// byte by byte, so that nothing after it is taken from the stream the
+// login process relays; max bounds it. The line ends are removed.
+func FirstLine(r io.Reader, max int) (string, error) {
+	var b []byte
+	one := make([]byte, 1)
+	for len(b) < max {
+		n, err := r.Read(one)
+		if n == 1 {
+			if one[0] == '\n' {
+				return strings.TrimSuffix(string(b), "\r"), nil
+			}
+			b = append(b, one[0])
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("session's first line longer than %d octets", max)
 }

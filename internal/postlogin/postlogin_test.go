@@ -367,3 +367,18 @@ func TestHandoffNoAnswer(t *testing.T) {
 		t.Fatalf("Handoff without an acceptor: %v", err)
 	}
 }
+
+func TestFirstLine(t *testing.T) {
+	for in, want := range map[string]string{"+OK Logged in.\r\nrest": "+OK Logged in.", "-ERR [IN-USE] x\n": "-ERR [IN-USE] x"} {
+		got, err := FirstLine(strings.NewReader(in), 1024)
+		if err != nil || got != want {
+			t.Errorf("FirstLine(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := FirstLine(strings.NewReader(strings.Repeat("a", 2000)), 1024); err == nil {
+		t.Error("an endless first line was accepted")
+	}
+	if _, err := FirstLine(strings.NewReader("+OK"), 1024); err == nil {
+		t.Error("a first line without end was accepted")
+	}
+}
