@@ -48,6 +48,9 @@ const (
 const (
 	sessionConnFD   = 3
 	sessionConfigFD = 4
+	// sessionLifeFD is the read end of a pipe whose write end only the
+	// acceptor holds: EOF on it means the acceptor is gone (see lifeline).
+	sessionLifeFD = 5
 )
 
 type acceptor struct {
@@ -86,7 +89,7 @@ type spawnReq struct {
 
 // ServeAcceptor is the main loop of pop3d and imapd when master runs them
 // as a session service. It never returns; sessions still running when
-// master stops the service are told to end (SIGTERM).
+// master stops the service end when it exits (their lifeline pipe).
 func ServeAcceptor(d *service.Daemon) {
 	users, err := passwd.Load("/etc/passwd", "/etc/group")
 	if err != nil {
@@ -128,15 +131,12 @@ func ServeAcceptor(d *service.Daemon) {
 	// unless master asked us to quit.
 	done := make(chan struct{})
 	go func() { a.wg.Wait(); close(done) }()
+	// On a quit, exiting is what stops the sessions: each watches a pipe
+	// whose write end dies with this process. The acceptor could not
+	// signal them: they run as other users, and it holds no CAP_KILL.
 	select {
 	case <-done:
 	case <-d.Context().Done():
-		a.signalAll(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			a.signalAll(syscall.SIGKILL)
-		}
 	}
 	os.Exit(0)
 }
@@ -145,19 +145,6 @@ func (a *acceptor) spawner() {
 	runtime.LockOSThread()
 	for r := range a.spawnCh {
 		r.done <- r.cmd.Start()
-	}
-}
-
-var (
-	sessionsMu sync.Mutex
-	sessions   = map[*os.Process]bool{}
-)
-
-func (a *acceptor) signalAll(sig syscall.Signal) {
-	sessionsMu.Lock()
-	defer sessionsMu.Unlock()
-	for p := range sessions {
-		p.Signal(sig)
 	}
 }
 
@@ -251,7 +238,7 @@ func (a *acceptor) handle(ctx context.Context, nc net.Conn) {
 		}
 		a.mu.Unlock()
 	}
-	p, err := a.start(req, u, mb, files[0])
+	p, life, err := a.start(req, u, mb, files[0])
 	if err != nil {
 		release()
 		log.Errorf("login %s: cannot start session: %v", tag, err)
@@ -264,9 +251,7 @@ func (a *acceptor) handle(ctx context.Context, nc net.Conn) {
 	go func() {
 		defer a.wg.Done()
 		st, err := p.Wait()
-		sessionsMu.Lock()
-		delete(sessions, p)
-		sessionsMu.Unlock()
+		life.Close()
 		release()
 		if err != nil {
 			log.Errorf("session %d of <%s>: %v", p.Pid, u.Name, err)
@@ -331,12 +316,12 @@ func (a *acceptor) fromAuth(u authclient.User) (route.Mailbox, error) {
 }
 
 // start execs the session: the same program, as the mailbox owner.
-func (a *acceptor) start(req *ipc.Msg, u authclient.User, mb route.Mailbox, stream *os.File) (*os.Process, error) {
+func (a *acceptor) start(req *ipc.Msg, u authclient.User, mb route.Mailbox, stream *os.File) (*os.Process, *os.File, error) {
 	cfg := a.d.Config
 	path := filepath.Join(cfg.Get("daemon_directory"), a.program)
 	snap, err := a.snapshot()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	home := u.Home
 	if home == "" {
@@ -360,24 +345,32 @@ func (a *acceptor) start(req *ipc.Msg, u authclient.User, mb route.Mailbox, stre
 			envTag+"="+req.Get("tag"))
 	}
 	cmd.Stderr = os.Stderr // master's log pipe
-	cmd.ExtraFiles = []*os.File{stream, snap}
+	// The lifeline: the session exits when the acceptor is gone. Pdeathsig
+	// alone does not do it: the kernel checks the dying parent's right to
+	// signal the child, and the acceptor (mail_owner, no CAP_KILL) has none
+	// over a session running as another user.
+	lifeR, lifeW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("lifeline pipe: %w", err)
+	}
+	defer lifeR.Close()
+	cmd.ExtraFiles = []*os.File{stream, snap, lifeR}
 	cmd.Dir = "/"
 	attr := &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if os.Geteuid() == 0 || privsep.CanSwitch() {
 		attr.Credential = &syscall.Credential{Uid: uint32(mb.UID), Gid: uint32(mb.GID), Groups: []uint32{}}
 	} else if mb.UID != os.Getuid() {
-		return nil, fmt.Errorf("mailbox %s belongs to uid %d; unprivileged, this service runs only sessions of uid %d", mb.Path, mb.UID, os.Getuid())
+		lifeW.Close()
+		return nil, nil, fmt.Errorf("mailbox %s belongs to uid %d; unprivileged, this service runs only sessions of uid %d", mb.Path, mb.UID, os.Getuid())
 	}
 	cmd.SysProcAttr = attr
 	done := make(chan error, 1)
 	a.spawnCh <- spawnReq{cmd, done}
 	if err := <-done; err != nil {
-		return nil, fmt.Errorf("exec %s: %w", path, err)
+		lifeW.Close()
+		return nil, nil, fmt.Errorf("exec %s: %w", path, err)
 	}
-	sessionsMu.Lock()
-	sessions[cmd.Process] = true
-	sessionsMu.Unlock()
-	return cmd.Process, nil
+	return cmd.Process, lifeW, nil
 }
 
 // snapshot returns the configuration memfd for a session.

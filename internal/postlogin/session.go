@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"postern/internal/log"
 	"strings"
 
 	"postern/internal/config"
@@ -66,6 +67,9 @@ func StartSession(program string) (*Session, error) {
 	}
 	if st.CapEff != 0 || st.CapPrm != 0 {
 		return nil, fmt.Errorf("%s: a session must hold no capability (CapEff %x, CapPrm %x)", program, st.CapEff, st.CapPrm)
+	}
+	if lf := os.NewFile(sessionLifeFD, "lifeline"); lf != nil {
+		go lifeline(program, lf)
 	}
 	cf := os.NewFile(sessionConfigFD, "config")
 	if cf == nil {
@@ -146,4 +150,15 @@ func (c *pendingConn) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	return c.Conn.Read(p)
+}
+
+// lifeline ends the session when the acceptor that started it is gone
+// (postern stop, or the acceptor killed): the pipe's only write end was
+// the acceptor's, so a read returns EOF then. A POP3 session that ends
+// this way has not entered UPDATE: nothing is deleted.
+func lifeline(program string, f *os.File) {
+	var b [1]byte
+	f.Read(b[:])
+	log.Infof("%s: the session service stopped; ending the session", program)
+	os.Exit(0)
 }
