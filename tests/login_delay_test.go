@@ -1,6 +1,8 @@
 package tests
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -64,5 +66,37 @@ func TestIMAPPlaintextHandoff(t *testing.T) {
 	c.ok("LOGOUT")
 	if !in.WaitLog("login user=<demo@example.test> method=LOGIN", 5*time.Second) {
 		t.Errorf("no login line in the log:\n%s", in.Log())
+	}
+}
+
+// TestSessionsEndWithPostern: postern stop also ends the POP3 and IMAP
+// sessions, which run as other users than the acceptor that started them.
+func TestSessionsEndWithPostern(t *testing.T) {
+	in := imapStartWithMail(t)
+	c := imapLogin(t, in, "demo@example.test", "demo-secret")
+	c.ok("SELECT INBOX")
+	p := popSession(t, in, "demo@example.test", "demo-secret")
+	p.expect("STAT", "+OK")
+	var sessions []int
+	for _, prog := range []string{"imapd", "pop3d"} {
+		for _, a := range in.Daemons()[prog] {
+			sessions = append(sessions, imapChildren(a)...)
+		}
+	}
+	if len(sessions) < 2 {
+		t.Fatalf("sessions found: %v", sessions)
+	}
+	in.Stop()
+	end := time.Now().Add(5 * time.Second)
+	for _, pid := range sessions {
+		for {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("session %d still runs after postern stopped", pid)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 }
