@@ -20,14 +20,14 @@
 # Both run on loopback without TLS (each allows plaintext logins there), so
 # the comparison is of the mailbox stores and protocol engines.
 #
-# Environment: N [10000], RUNS [3], MAIL_MODES ["pop3 imap"],
+# Environment: N [10000], RUNS [5], MAIL_MODES ["pop3 imap"],
 # BENCH_WORKDIR [/var/tmp], BENCH_RESULTS [<repo>/bench-results],
 # BENCH_KEEP [0]. Run as root from a built tree.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin=$top/bin
 N=${N_MAIL:-${N:-10000}}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 MAIL_MODES=${MAIL_MODES:-"pop3 imap"}
 results=${BENCH_RESULTS:-$top/bench-results}
 mkdir -p "$results"
@@ -149,6 +149,10 @@ host=$(hostname)
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 raw=$results/mailaccess-$stamp.jsonl
 run() { # mta mode port
+	# The previous run renamed 20,000 files (STORE, then the flags put
+	# back): write that out first, or the kernel's writeback competes
+	# with whichever server runs next.
+	sync
 	python3 "$top/contrib/bench_mail.py" "$2" 127.0.0.1 "$3" demo@example.test demo |
 		python3 -c "import json,sys; d=json.load(sys.stdin); d.update(mta='$1', mode='$2', run=$4); print(json.dumps(d))"
 }

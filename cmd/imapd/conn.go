@@ -537,9 +537,13 @@ func (c *sessionConn) filterOut(p []byte) []byte {
 			c.oTail = append(c.oTail[:0], c.oTail[len(c.oTail)-32:]...)
 		}
 		if i >= 0 {
-			c.oLine = false
 			if size, _, ok := literalMarker(c.oTail); ok {
+				// The line goes on after the literal: what follows
+				// it (")" and more) is not the start of a new one.
 				c.oLit = size
+				c.oTail = c.oTail[:0]
+			} else {
+				c.oLine = false
 			}
 		}
 	}
