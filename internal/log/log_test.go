@@ -2,10 +2,12 @@ package log
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -247,4 +249,66 @@ func TestShortHost(t *testing.T) {
 			t.Errorf("shortHost(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// slowWriter records each Write and takes a while over it, as a busy
+// disk would.
+type slowWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	writes int
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(time.Millisecond)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writes++
+	return w.buf.Write(p)
+}
+
+// Lines written at once by many daemons all arrive, whole, each daemon's
+// in its order, in fewer writes than lines.
+func TestSinkGroupsConcurrentLines(t *testing.T) {
+	w := &slowWriter{}
+	s := NewStreamSink(w)
+	const writers, lines = 8, 200
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range lines {
+				s.Write("postern/smtpd", 100+g, fmt.Sprintf("line %d", i))
+			}
+		}()
+	}
+	wg.Wait()
+	s.mu.Lock()
+	s.idle()
+	s.mu.Unlock()
+	next := make(map[int]int)
+	n := 0
+	for _, l := range strings.Split(strings.TrimSuffix(w.buf.String(), "\n"), "\n") {
+		var pid, i int
+		k := strings.Index(l, "postern/smtpd[")
+		if k < 0 {
+			t.Fatalf("mangled line %q", l)
+		}
+		if _, err := fmt.Sscanf(l[k:], "postern/smtpd[%d]: line %d", &pid, &i); err != nil {
+			t.Fatalf("mangled line %q: %v", l, err)
+		}
+		if i != next[pid] {
+			t.Fatalf("pid %d: line %d after %d", pid, i, next[pid]-1)
+		}
+		next[pid]++
+		n++
+	}
+	if n != writers*lines {
+		t.Fatalf("%d lines arrived, want %d", n, writers*lines)
+	}
+	if w.writes >= n {
+		t.Errorf("%d writes for %d lines: nothing was grouped", w.writes, n)
+	}
+	t.Logf("%d lines in %d writes", n, w.writes)
 }
