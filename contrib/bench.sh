@@ -56,7 +56,8 @@
 # Environment (defaults in brackets): RUNS [3], N [5000], SESSIONS [20],
 # SIZE [4096], WARMUP [200], TIMEOUT [300] seconds per run before it is
 # called failed, MODES ["local relay"], MTAS ["postern postfix"],
-# RELAY_RCPT [user@remote.example], FSYNC_PROBE [1],
+# RELAY_RCPT [user@remote.example], FSYNC_PROBE [1], SETTLE [65] seconds
+# between the end of one run and the start of the next (see settle),
 # BENCH_WORKDIR [/var/tmp] (must allow Postfix's maillog_file, i.e. be
 # below /var), BENCH_RESULTS [<repo>/bench-results], BENCH_KEEP [0]
 # (1 keeps the work directory with both MTAs' logs and spools),
@@ -69,7 +70,7 @@
 # twice (after a lost connection) counts twice. CPU figures include each
 # MTA's own logging. The machine's other load is not controlled:
 # host_busy_pct and host_steal_pct in each line show it. Total time with
-# the defaults: about 4-6 minutes on 2 CPUs (each run of each MTA in each
+# the defaults: about 12-15 minutes on 2 CPUs (each run of each MTA in each
 # mode: start, warm-up, N messages, stop).
 
 # Functions are called through names built at run time ("${m}_start").
@@ -81,7 +82,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-3} N=${N:-5000} SESSIONS=${SESSIONS:-20} SIZE=${SIZE:-4096}
 WARMUP=${WARMUP:-200} TIMEOUT=${TIMEOUT:-300} MTAS=${MTAS:-postern postfix}
 MODES=${MODES:-local relay} RELAY_RCPT=${RELAY_RCPT:-user@remote.example}
-FSYNC_PROBE=${FSYNC_PROBE:-1} BENCH_KEEP=${BENCH_KEEP:-0}
+FSYNC_PROBE=${FSYNC_PROBE:-1} SETTLE=${SETTLE:-65} LAST_END=$(date +%s) BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_WORKDIR=${BENCH_WORKDIR:-/var/tmp} BENCH_NO_CGROUP=${BENCH_NO_CGROUP:-0}
 BENCH_RESULTS=${BENCH_RESULTS:-$top/bench-results}
 PORT=2525 HOST=127.0.0.1 SINK_PORT=2526 SINK_HOST=127.0.0.1
@@ -579,6 +580,23 @@ mode_start() {
 mode_stop() {
 	mta_stop "$1"
 	sink_stop
+	LAST_END=$(date +%s)
+}
+
+# settle: writes out what the last run left dirty and waits until SETTLE
+# seconds have passed since it ended. On ext4 without a journal the inode
+# allocator skips, one by one, inodes freed in the last minute (five more
+# while their inode table block is dirty): a run that starts right after
+# another MTA deleted thousands of queue files pays for that MTA's
+# deletions. An MTA still pays for its own, within its run.
+settle() {
+	[ "$SETTLE" -gt 0 ] || return 0
+	sync
+	local left=$((LAST_END + SETTLE - $(date +%s)))
+	if [ "$left" -gt 0 ]; then
+		say "bench: waiting ${left}s for inodes freed by the last run to be reusable (SETTLE)"
+		sleep "$left"
+	fi
 }
 # mode_clear MTA MODE: forget what was delivered so far (the Maildir is
 # moved aside; the sink's count becomes the new base).
@@ -593,6 +611,7 @@ mode_clear() {
 measure() {
 	local m=$1 run=$2 mode=$3 ok=1 why="" src_rc wait_rc=1
 	RUN_TAG=$mode-$run
+	settle
 	say "== $mode: $m run $run/$RUNS: start, warm-up ($WARMUP msgs), $N msgs"
 	mode_start "$m" "$mode" || { echo "mta=$m mode=$mode run=$run ok=0 why=start_failed"; return 1; }
 	mode_clear "$m" "$mode"
