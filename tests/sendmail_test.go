@@ -11,6 +11,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -457,15 +458,23 @@ func TestPickupBounce(t *testing.T) {
 	bounceIn := func(box string, n int) string {
 		t.Helper()
 		for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-			var found []string
+			// In order of arrival: Maildir names of one second do not
+			// sort by time (the microseconds are not zero-padded).
+			type bounce struct {
+				at   time.Time
+				text string
+			}
+			var found []bounce
 			for _, m := range Messages(s.Maildir(box)) {
 				b, err := os.ReadFile(m)
-				if err == nil && strings.HasPrefix(header(string(b), "Subject"), "Undelivered Mail Returned to Sender") {
-					found = append(found, string(b))
+				st, serr := os.Stat(m)
+				if err == nil && serr == nil && strings.HasPrefix(header(string(b), "Subject"), "Undelivered Mail Returned to Sender") {
+					found = append(found, bounce{st.ModTime(), string(b)})
 				}
 			}
 			if len(found) >= n {
-				return found[n-1]
+				sort.SliceStable(found, func(i, j int) bool { return found[i].at.Before(found[j].at) })
+				return found[n-1].text
 			}
 		}
 		t.Fatalf("no bounce %d in %s\n%s", n, box, s.Log())
