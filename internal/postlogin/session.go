@@ -9,10 +9,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"postern/internal/log"
 	"strings"
 
 	"postern/internal/config"
+	"postern/internal/log"
 	"postern/internal/privsep"
 )
 
@@ -68,8 +68,12 @@ func StartSession(program string) (*Session, error) {
 	if st.CapEff != 0 || st.CapPrm != 0 {
 		return nil, fmt.Errorf("%s: a session must hold no capability (CapEff %x, CapPrm %x)", program, st.CapEff, st.CapPrm)
 	}
+	// Without the descriptor (not started by an acceptor) a read would
+	// fail at once and end the session: only a real one is watched.
 	if lf := os.NewFile(sessionLifeFD, "lifeline"); lf != nil {
-		go lifeline(program, lf)
+		if _, err := lf.Stat(); err == nil {
+			go lifeline(program, lf)
+		}
 	}
 	cf := os.NewFile(sessionConfigFD, "config")
 	if cf == nil {
