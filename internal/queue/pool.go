@@ -35,7 +35,12 @@ package queue
 // a directory entry each); beyond that Recycle unlinks as before. The
 // count is an estimate kept by this process and corrected by reading
 // free/ every freeRecount recycles, so it can only err for a while
-// towards unlinking. Create reads at most freeBatch names at a time and,
+// towards unlinking; once it says full, free/ is read again before a
+// Recycle unlinks, at most every freeFullRecount. That bound is short
+// because cleanup empties free/ as fast as qmgr fills it: an estimate left
+// at full for a second unlinks a second's worth of queue files, and
+// cleanup then runs out and creates new ones, which is the very cost free/
+// exists to avoid. Create reads at most freeBatch names at a time and,
 // when free/ was empty, reads it again at most every freeRescan.
 
 import (
@@ -60,6 +65,9 @@ const (
 	freeBatch   = 256
 	freeRescan  = 200 * time.Millisecond
 	freeRecount = 512
+	// freeFullRecount: how often free/ is read again while the
+	// estimate says it is full (a read of at most MaxFree names).
+	freeFullRecount = 10 * time.Millisecond
 )
 
 // freeList is the names in free/ this process has seen and not yet tried.
@@ -213,7 +221,7 @@ func reserveFree(spool string) bool {
 	freeList.Lock()
 	defer freeList.Unlock()
 	if freeList.countedAt.IsZero() || freeList.recycled >= freeRecount ||
-		freeList.count >= MaxFree && time.Since(freeList.countedAt) > time.Second {
+		freeList.count >= MaxFree && time.Since(freeList.countedAt) > freeFullRecount {
 		freeList.count = countFree(spool)
 		freeList.recycled = 0
 		freeList.countedAt = time.Now()

@@ -162,6 +162,37 @@ func TestRecycleFull(t *testing.T) {
 	}
 }
 
+// Once free/ was full, its files taken by another process (cleanup) are
+// seen within freeFullRecount: the estimate does not stay at full and
+// unlink queue files meanwhile.
+func TestRecycleFullThenTaken(t *testing.T) {
+	resetFree(t)
+	spool := mkSpool(t)
+	env := &Envelope{Sender: "", Recipients: []Recipient{{Addr: "b@example.net"}}}
+	id := commit(t, spool, env, []byte("m\r\n"))
+	id2 := commit(t, spool, env, []byte("m\r\n"))
+	for i := range MaxFree {
+		if err := os.WriteFile(filepath.Join(spool, Free, fmt.Sprintf("x%05d", i)), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recycle(t, spool, id)
+	if _, err := os.Lstat(filepath.Join(spool, Free, string(id))); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("recycled into a full free/: %v", err)
+	}
+	// Another process takes most of free/.
+	for i := range MaxFree - 10 {
+		if err := os.Remove(filepath.Join(spool, Free, fmt.Sprintf("x%05d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // well above freeFullRecount, well below a second
+	recycle(t, spool, id2)
+	if _, err := os.Lstat(filepath.Join(spool, Free, string(id2))); err != nil {
+		t.Errorf("removed although free/ had room again: %v", err)
+	}
+}
+
 func TestTakeFreeClash(t *testing.T) {
 	resetFree(t)
 	spool := mkSpool(t)
