@@ -58,8 +58,12 @@ import (
 // Free is the spool directory of recycled, empty queue files.
 const Free = "free"
 
-// MaxFree bounds the number of files kept in free/.
-const MaxFree = 1024
+// MaxFree bounds the number of files kept in free/. Large enough to hold
+// the queue files of a burst (the backlog of thousands of messages a
+// busy minute can leave): a file unlinked because free/ was full is an
+// inode that the next burst allocates again, past the freed ones. An
+// empty file costs an inode and a directory entry, no data block.
+const MaxFree = 8192
 
 const (
 	freeBatch   = 256
@@ -67,7 +71,7 @@ const (
 	freeRecount = 512
 	// freeFullRecount: how often free/ is read again while the
 	// estimate says it is full (a read of at most MaxFree names).
-	freeFullRecount = 10 * time.Millisecond
+	freeFullRecount = 50 * time.Millisecond
 )
 
 // freeList is the names in free/ this process has seen and not yet tried.

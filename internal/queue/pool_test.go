@@ -186,7 +186,7 @@ func TestRecycleFullThenTaken(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(100 * time.Millisecond) // well above freeFullRecount, well below a second
+	time.Sleep(200 * time.Millisecond) // well above freeFullRecount, well below a second
 	recycle(t, spool, id2)
 	if _, err := os.Lstat(filepath.Join(spool, Free, string(id2))); err != nil {
 		t.Errorf("removed although free/ had room again: %v", err)
