@@ -353,9 +353,10 @@ func uniqueName(host string) string {
 	return string(b)
 }
 
-// createLocks serialize the creation of files in one Maildir within this
-// process. The kernel serializes creates in a directory anyway (under the
-// directory's lock), but its waiters spin on a CPU while the holder runs,
+// createLocks serialize the creation of files in one Maildir, and their
+// renames out of tmp/, within this process. The kernel serializes those
+// anyway (both take tmp/'s lock), but its waiters spin on a CPU while the
+// holder runs,
 // and a create can hold that lock long: ext4 without a journal skips every
 // recently freed inode one by one when it allocates one, so after a user
 // deleted thousands of messages each create in that Maildir takes a
@@ -395,6 +396,9 @@ func createTmp(tmpfd int, dir, host string) (string, int, error) {
 // renameIntoNew moves tmp/tmpName to new/NAME,W=vsize,S=size without
 // replacing an existing file, and returns the new name.
 func renameIntoNew(tmpfd int, tmpName string, newfd int, dir, host string, size, vsize int64) (string, error) {
+	mu := createLock(dir)
+	mu.Lock()
+	defer mu.Unlock()
 	// W= before S=: readers (Dovecot among them) look fields up by letter,
 	// and tools that take everything after the last ",S=" as the size
 	// keep working.
