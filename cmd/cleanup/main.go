@@ -37,6 +37,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"postern/internal/address"
@@ -355,10 +356,19 @@ func (h *headerScan) line(l []byte) {
 	}
 }
 
+// readers hold copyMessage's 64 KiB buffers, reused from one message to
+// the next rather than allocated for each.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
+
 // copyMessage copies the stream into the queue file line by line so the
 // header section can be inspected without buffering the message.
 func copyMessage(w io.Writer, r io.Reader, hs *headerScan) (int64, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() {
+		br.Reset(nil)
+		readers.Put(br)
+	}()
 	var n int64
 	var last byte = '\n'
 	put := func(s string) error {

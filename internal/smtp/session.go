@@ -632,6 +632,11 @@ func (s *Session) rcpt(ctx context.Context, cmd Command) bool {
 
 // data runs DATA: the checks, the 354, the content, the final reply.
 // A non-nil error ends the session.
+// dataWriters hold the 32 KiB buffers between DATA and cleanup, reused from
+// one message to the next rather than allocated for each (garbage the
+// collector would otherwise chase at hundreds of messages a second).
+var dataWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+
 func (s *Session) data(ctx context.Context) error {
 	var r *Reply
 	switch {
@@ -669,7 +674,12 @@ func (s *Session) data(ctx context.Context) error {
 	}
 	dr := NewDataReader(s.br, s.cfg.LineLimit, s.cfg.MaxSize)
 	dr.OnLine = s.io.armRead
-	w := bufio.NewWriterSize(sink, 32<<10)
+	w := dataWriters.Get().(*bufio.Writer)
+	w.Reset(sink)
+	defer func() {
+		w.Reset(nil)
+		dataWriters.Put(w)
+	}()
 	res, err := dr.Copy(w)
 	if err != nil {
 		switch {
