@@ -353,31 +353,8 @@ func uniqueName(host string) string {
 	return string(b)
 }
 
-// createLocks serialize the creation of files in one Maildir, and their
-// renames out of tmp/, within this process. The kernel serializes those
-// anyway (both take tmp/'s lock), but its waiters spin on a CPU while the
-// holder runs,
-// and a create can hold that lock long: ext4 without a journal skips every
-// recently freed inode one by one when it allocates one, so after a user
-// deleted thousands of messages each create in that Maildir takes a
-// fraction of a millisecond, and twenty deliveries into it kept a CPU
-// busy spinning. A waiter here sleeps instead. Striped by the Maildir's
-// path: two Maildirs sharing a stripe only take turns at creating.
-var createLocks [64]sync.Mutex
-
-func createLock(dir string) *sync.Mutex {
-	h := uint32(2166136261) // FNV-1a
-	for i := 0; i < len(dir); i++ {
-		h = (h ^ uint32(dir[i])) * 16777619
-	}
-	return &createLocks[h%uint32(len(createLocks))]
-}
-
 // createTmp creates a fresh file in tmp/ and returns its name and fd.
 func createTmp(tmpfd int, dir, host string) (string, int, error) {
-	mu := createLock(dir)
-	mu.Lock()
-	defer mu.Unlock()
 	var err error
 	for range maxNameTries {
 		name := uniqueName(host)
@@ -396,9 +373,6 @@ func createTmp(tmpfd int, dir, host string) (string, int, error) {
 // renameIntoNew moves tmp/tmpName to new/NAME,W=vsize,S=size without
 // replacing an existing file, and returns the new name.
 func renameIntoNew(tmpfd int, tmpName string, newfd int, dir, host string, size, vsize int64) (string, error) {
-	mu := createLock(dir)
-	mu.Lock()
-	defer mu.Unlock()
 	// W= before S=: readers (Dovecot among them) look fields up by letter,
 	// and tools that take everything after the last ",S=" as the size
 	// keep working.
