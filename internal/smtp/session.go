@@ -630,13 +630,13 @@ func (s *Session) rcpt(ctx context.Context, cmd Command) bool {
 	return true
 }
 
-// data runs DATA: the checks, the 354, the content, the final reply.
-// A non-nil error ends the session.
 // dataWriters hold the 32 KiB buffers between DATA and cleanup, reused from
 // one message to the next rather than allocated for each (garbage the
 // collector would otherwise chase at hundreds of messages a second).
 var dataWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
 
+// data runs DATA: the checks, the 354, the content, the final reply.
+// A non-nil error ends the session.
 func (s *Session) data(ctx context.Context) error {
 	var r *Reply
 	switch {
