@@ -605,6 +605,7 @@ type Writer struct {
 	sizeOff int64
 	body    int64 // offset of the message
 	n       int64 // message bytes written
+	old     int64 // size of the recycled file written over (pool.go)
 	err     error // sticky write error
 	done    bool
 }
@@ -627,7 +628,7 @@ func Create(spool string, id ID, env *Envelope) (*Writer, error) {
 	}
 	path := filepath.Join(spool, Tmp, string(id))
 	// A recycled file (pool.go), locked already, when free/ has one.
-	f, err := takeFree(spool, path)
+	f, old, err := takeFree(spool, path)
 	if err != nil {
 		return nil, fmt.Errorf("queue %s: create: %w", id, err)
 	}
@@ -643,7 +644,7 @@ func Create(spool string, id ID, env *Envelope) (*Writer, error) {
 			return nil, fmt.Errorf("queue %s: create: lock: %w", id, err)
 		}
 	}
-	w := &Writer{spool: spool, id: id, path: path, f: f, sizeOff: sizeOff, body: int64(len(head))}
+	w := &Writer{spool: spool, id: id, path: path, f: f, sizeOff: sizeOff, body: int64(len(head)), old: old}
 	w.bw = writerPool.Get().(*bufio.Writer)
 	w.bw.Reset(f)
 	if _, err := w.bw.Write(head); err != nil {
@@ -695,6 +696,12 @@ func (w *Writer) Commit() error {
 	}
 	if _, err := w.f.WriteAt(fmt.Appendf(nil, "%0*d", sizeWidth, w.n), w.sizeOff); err != nil {
 		return fail("size record", err)
+	}
+	if end := w.body + w.n; w.old > end {
+		// What is left of the recycled file's old message.
+		if err := w.f.Truncate(end); err != nil {
+			return fail("truncate", err)
+		}
 	}
 	if err := control(w.f, unix.Fdatasync); err != nil {
 		return fail("fdatasync", err)

@@ -1,9 +1,15 @@
 package queue
 
 // Recycled queue files. qmgr does not unlink a queue file whose every
-// recipient is done: Recycle renames it into free/ and empties it, and
-// cleanup's Create takes a file from free/ for the next message instead of
-// creating one. The point is ext4 without a journal (and ext2): there
+// recipient is done: Recycle renames it into free/, and cleanup's Create
+// takes a file from free/ for the next message instead of creating one,
+// writes the new message over the old and cuts the file to its new length
+// at Commit. A file is not emptied in between: freeing its blocks, only to
+// allocate them again for the next message, cost a synchronous discard
+// request to the disk on a file system mounted with "discard" (qmgr waited
+// for one per message) and the block allocator's work twice. Files larger
+// than keepSize are emptied all the same, so that free/ never holds more
+// than MaxFree*keepSize bytes. The point is ext4 without a journal (and ext2): there
 // every inode allocation skips the inodes freed in the last seconds (up to
 // five minutes while their inode table block is dirty), one by one, so a
 // queue that creates and deletes hundreds of files a second spends most of
@@ -13,26 +19,28 @@ package queue
 // is never freed, so there is nothing to skip.
 //
 // Safety. A file in free/ holds no message anyone needs: Recycle is called
-// only once every recipient is done, where the file used to be removed.
-// It holds the writers' flock from before its rename until after its
-// truncate, so no writer can take the file and then have its new message
-// emptied; and it renames first and truncates after, so a crash leaves
-// the delivered message in active/ (delivered again, as after a lost
-// unlink) or a file in free/, which Create empties before it puts it in
-// tmp/ (so tmp/ never holds an accepted message, as before). Create takes
-// a file by opening it, locking it (the flock that also tells SweepTmp a
-// live writer owns it) and only then renaming it into tmp/ with
-// RENAME_NOREPLACE; a lock or rename that fails means another writer (or
-// Recycle) has the file, and the next one is tried. The new message is
-// then written and committed exactly as into a new file (fdatasync covers
-// the file's size, the rename into incoming/ is followed by an fsync of
-// incoming/), so the 250 means what it did. Without a journal a crash may
+// only once every recipient is done, where the file used to be removed;
+// nothing reads free/ but Create (not Recover, not the listings). Recycle
+// holds the writers' flock from before its rename until it is done with
+// the file, so no writer takes a file Recycle still works on; a crash
+// leaves the delivered message in active/ (delivered again, as after a
+// lost unlink) or in free/. A file in tmp/ may therefore hold the rest of
+// an old, delivered message behind the new one until Commit cuts it off;
+// tmp/ is never read as a message (Recover and SweepTmp remove what is
+// left there). Create takes a file by opening it, locking it (the flock
+// that also tells SweepTmp a live writer owns it) and only then renaming
+// it into tmp/ with RENAME_NOREPLACE; a lock or rename that fails means
+// another writer (or Recycle) has the file, and the next one is tried.
+// The new message is then written from the start and committed as into a
+// new file, cut to its length before the fdatasync (which covers the
+// file's size), and the rename into incoming/ is followed by an fsync of
+// incoming/, so the 250 means what it did. Without a journal a crash may
 // also leave one inode under two names (a recycled file's old name in
 // active/ and its new one); fsck repairs the count and the message is
 // delivered twice at worst, never lost.
 //
-// Limits. free/ holds at most MaxFree files, normally empty (an inode and
-// a directory entry each); beyond that Recycle unlinks as before. The
+// Limits. free/ holds at most MaxFree files of at most keepSize bytes
+// each; beyond that Recycle unlinks as before. The
 // count is an estimate kept by this process and corrected by reading
 // free/ every freeRecount recycles, so it can only err for a while
 // towards unlinking; once it says full, free/ is read again before a
@@ -73,6 +81,10 @@ const (
 	// estimate says it is full (a read of at most MaxFree names).
 	freeFullRecount = 50 * time.Millisecond
 )
+
+// keepSize: a recycled file up to this size keeps its blocks for the next
+// message (most mail is smaller); a larger one is emptied.
+const keepSize = 16 << 10
 
 // freeList is the names in free/ this process has seen and not yet tried.
 var freeList struct {
@@ -124,15 +136,16 @@ func pushFree(name string) {
 	freeList.Unlock()
 }
 
-// takeFree moves a recycled file to path (in tmp/), locked and empty. It
-// returns nil and no error when free/ has nothing usable, and an error
-// wrapping os.ErrExist when path is taken (an ID clash: the caller tries
-// another ID).
-func takeFree(spool, path string) (*os.File, error) {
+// takeFree moves a recycled file to path (in tmp/), locked, and returns it
+// with its size (its old content, which the caller overwrites and cuts
+// off). It returns nil and no error when free/ has nothing usable, and an
+// error wrapping os.ErrExist when path is taken (an ID clash: the caller
+// tries another ID).
+func takeFree(spool, path string) (*os.File, int64, error) {
 	for range 8 {
 		name, ok := nextFree(spool)
 		if !ok {
-			return nil, nil
+			return nil, 0, nil
 		}
 		src := filepath.Join(spool, Free, name)
 		f, err := os.OpenFile(src, os.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
@@ -155,33 +168,23 @@ func takeFree(spool, path string) (*os.File, error) {
 			f.Close()
 			continue
 		}
-		if st.Size != 0 {
-			// Recycle empties files, but a crash between its rename
-			// and its truncate leaves one full. Emptied before it
-			// shows in tmp/, so that tmp/ never holds a message that
-			// was accepted before.
-			if err := f.Truncate(0); err != nil {
-				f.Close()
-				continue
-			}
-		}
 		if err := renameNoReplace(src, path); err != nil {
 			f.Close()
 			if errors.Is(err, fs.ErrExist) {
 				pushFree(name)
-				return nil, err
+				return nil, 0, err
 			}
 			continue // another writer renamed it first
 		}
-		return f, nil
+		return f, st.Size, nil
 	}
-	return nil, nil
+	return nil, 0, nil
 }
 
 // Recycle disposes of the queue file dir/id, whose every recipient is done
-// and which f (open for writing) holds: it is renamed into free/ and
-// emptied for cleanup to reuse or, when free/ is full or the rename
-// fails, removed. Either way the file is gone from dir when it returns
+// and which f (open for writing) holds: it is renamed into free/ for
+// cleanup to reuse (emptied only when larger than keepSize) or, when
+// free/ is full or the rename fails, removed. Either way the file is gone from dir when it returns
 // nil. Like the removal it replaces, it does not fsync: a crash may bring
 // the message back into the queue, to be delivered again.
 func Recycle(spool, dir string, id ID, f *os.File) error {
@@ -196,11 +199,13 @@ func Recycle(spool, dir string, id ID, f *os.File) error {
 		defer unlockFile(f)
 		if reserveFree(spool) {
 			if err := renameNoReplace(path, filepath.Join(spool, Free, string(id))); err == nil {
-				// Emptied after the rename: a crash before it leaves
-				// the whole message in dir, never an empty file
-				// there. An error only leaves the space in use until
-				// takeFree empties the file.
-				f.Truncate(0)
+				// Emptied after the rename, if at all: a crash
+				// before it leaves the whole message in dir, never
+				// an empty file there. An error only leaves the
+				// space in use until the next message cuts the file.
+				if fi, err := f.Stat(); err != nil || fi.Size() > keepSize {
+					f.Truncate(0)
+				}
 				return nil
 			}
 			unreserveFree()

@@ -108,6 +108,7 @@ func TestRecycleReuse(t *testing.T) {
 	}
 }
 
+// A recycled file larger than keepSize is emptied: free/ stays small.
 func TestRecycleEmpties(t *testing.T) {
 	resetFree(t)
 	spool := mkSpool(t)
@@ -120,29 +121,43 @@ func TestRecycleEmpties(t *testing.T) {
 	}
 }
 
-// A full file left in free/ (a crash between Recycle's rename and its
-// truncate) is emptied before it shows in tmp/: tmp/ never holds an old,
-// accepted message.
-func TestTakeFreeEmptiesFirst(t *testing.T) {
+// A recycled file keeps its old message (Recycle does not empty small
+// files); the next message is written over it and Commit cuts off what is
+// left, so the committed file holds the new message alone, byte for byte.
+func TestTakeFreeOverwrites(t *testing.T) {
 	resetFree(t)
 	spool := mkSpool(t)
 	env := &Envelope{Sender: "", Recipients: []Recipient{{Addr: "b@example.net"}}}
-	old := commit(t, spool, env, []byte("accepted before\r\n"))
-	if err := os.Rename(Path(spool, Incoming, old), filepath.Join(spool, Free, string(old))); err != nil {
-		t.Fatal(err)
+	oldMsg := strings.Repeat("accepted before, delivered since\r\n", 200) // < keepSize
+	old := commit(t, spool, env, []byte(oldMsg))
+	ino := recycle(t, spool, old)
+	st, err := os.Stat(filepath.Join(spool, Free, string(old)))
+	if err != nil || st.Size() < int64(len(oldMsg)) {
+		t.Fatalf("recycled file: %v, size %d: emptied", err, st.Size())
 	}
-	id := NewID()
-	w, err := Create(spool, id, env)
-	if err != nil {
-		t.Fatal(err)
+	short := "Subject: new\r\n\r\nnew\r\n"
+	id := commit(t, spool, env, []byte(short))
+	path := Path(spool, Incoming, id)
+	if got := inode(t, path); got != ino {
+		t.Fatalf("inode %d, want the recycled %d", got, ino)
 	}
-	defer w.Abort()
-	raw, err := os.ReadFile(filepath.Join(spool, Tmp, string(id)))
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if bytes.Contains(raw, []byte("accepted before")) {
-		t.Errorf("tmp/ file holds the old message: %q", raw)
+		t.Errorf("committed file holds the old message's tail (%d bytes)", len(raw))
+	}
+	if _, msg := readMsg(t, path); msg != short {
+		t.Errorf("message %q, want %q", msg, short)
+	}
+
+	// A message as long as the old one, or longer, needs no cut.
+	recycle(t, spool, id)
+	long := oldMsg + oldMsg
+	id = commit(t, spool, env, []byte(long))
+	if _, msg := readMsg(t, Path(spool, Incoming, id)); msg != long {
+		t.Error("longer message over a recycled file: content differs")
 	}
 }
 
