@@ -3,8 +3,9 @@ package queue
 // Recycled queue files. qmgr does not unlink a queue file whose every
 // recipient is done: Recycle renames it into free/, and cleanup's Create
 // takes a file from free/ for the next message instead of creating one,
-// writes the new message over the old and cuts the file to its new length
-// at Commit. A file is not emptied in between: freeing its blocks, only to
+// zeroes the old content (a write into the page cache), writes the new
+// message over it and cuts the file to its new length at Commit. A file
+// is not emptied in between: freeing its blocks, only to
 // allocate them again for the next message, cost a synchronous discard
 // request to the disk on a file system mounted with "discard" (qmgr waited
 // for one per message) and the block allocator's work twice. Files larger
@@ -24,10 +25,11 @@ package queue
 // holds the writers' flock from before its rename until it is done with
 // the file, so no writer takes a file Recycle still works on; a crash
 // leaves the delivered message in active/ (delivered again, as after a
-// lost unlink) or in free/. A file in tmp/ may therefore hold the rest of
-// an old, delivered message behind the new one until Commit cuts it off;
-// tmp/ is never read as a message (Recover and SweepTmp remove what is
-// left there). Create takes a file by opening it, locking it (the flock
+// lost unlink) or in free/. Create zeroes a file before it renames it
+// into tmp/, so tmp/ never shows an old, accepted message, as before
+// (after a power failure the disk may still hold the old bytes there, if
+// the zeroes had not been written back; Recover removes whatever tmp/
+// holds, and nothing reads tmp/ as mail). Create takes a file by opening it, locking it (the flock
 // that also tells SweepTmp a live writer owns it) and only then renaming
 // it into tmp/ with RENAME_NOREPLACE; a lock or rename that fails means
 // another writer (or Recycle) has the file, and the next one is tried.
@@ -85,6 +87,9 @@ const (
 // keepSize: a recycled file up to this size keeps its blocks for the next
 // message (most mail is smaller); a larger one is emptied.
 const keepSize = 16 << 10
+
+// zeroes overwrite a recycled file's old content.
+var zeroes [keepSize]byte
 
 // freeList is the names in free/ this process has seen and not yet tried.
 var freeList struct {
@@ -164,6 +169,19 @@ func takeFree(spool, path string) (*os.File, int64, error) {
 			// it for a dead writer's leftover.
 			return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
 		})
+		if err != nil {
+			f.Close()
+			continue
+		}
+		// The old message is gone before the file shows in tmp/:
+		// zeroed in place (its blocks stay), or, for a large file
+		// (a crash between Recycle's rename and its truncate), emptied.
+		if st.Size > keepSize {
+			err = f.Truncate(0)
+			st.Size = 0
+		} else if st.Size > 0 {
+			_, err = f.WriteAt(zeroes[:st.Size], 0)
+		}
 		if err != nil {
 			f.Close()
 			continue

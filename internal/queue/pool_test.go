@@ -121,9 +121,10 @@ func TestRecycleEmpties(t *testing.T) {
 	}
 }
 
-// A recycled file keeps its old message (Recycle does not empty small
-// files); the next message is written over it and Commit cuts off what is
-// left, so the committed file holds the new message alone, byte for byte.
+// A recycled file keeps its blocks (Recycle does not empty small files);
+// Create zeroes the old message, the next one is written over it and
+// Commit cuts off what is left, so the committed file holds the new
+// message alone, byte for byte.
 func TestTakeFreeOverwrites(t *testing.T) {
 	resetFree(t)
 	spool := mkSpool(t)
@@ -135,8 +136,25 @@ func TestTakeFreeOverwrites(t *testing.T) {
 	if err != nil || st.Size() < int64(len(oldMsg)) {
 		t.Fatalf("recycled file: %v, size %d: emptied", err, st.Size())
 	}
+	// Zeroed before it shows in tmp/: tmp/ never holds an old, accepted
+	// message (the crash test looks for exactly that).
+	id := NewID()
+	w, err := Create(spool, id, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw, err := os.ReadFile(filepath.Join(spool, Tmp, string(id))); err != nil {
+		t.Fatal(err)
+	} else if bytes.Contains(raw, []byte("accepted before")) {
+		t.Errorf("tmp/ file holds the old message")
+	}
 	short := "Subject: new\r\n\r\nnew\r\n"
-	id := commit(t, spool, env, []byte(short))
+	if _, err := w.Write([]byte(short)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
 	path := Path(spool, Incoming, id)
 	if got := inode(t, path); got != ino {
 		t.Fatalf("inode %d, want the recycled %d", got, ino)
