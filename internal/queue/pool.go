@@ -4,54 +4,55 @@ package queue
 // recipient is done: Recycle renames it into free/, and cleanup's Create
 // takes a file from free/ for the next message instead of creating one,
 // zeroes the old content (a write into the page cache), writes the new
-// message over it and cuts the file to its new length at Commit. A file
-// is not emptied in between: freeing its blocks, only to
-// allocate them again for the next message, cost a synchronous discard
-// request to the disk on a file system mounted with "discard" (qmgr waited
-// for one per message) and the block allocator's work twice. Files larger
-// than keepSize are emptied all the same, so that free/ never holds more
-// than MaxFree*keepSize bytes. The point is ext4 without a journal (and ext2): there
-// every inode allocation skips the inodes freed in the last seconds (up to
-// five minutes while their inode table block is dirty), one by one, so a
-// queue that creates and deletes hundreds of files a second spends most of
-// its CPU in the kernel's inode allocator (find_inode_bit and
+// message over it and cuts the file to its new length at Commit. A file is
+// not emptied in between: freeing its blocks, only to allocate them again
+// for the next message, cost a synchronous discard request to the disk on a
+// file system mounted with "discard" (qmgr waited for one per message) and
+// the block allocator's work twice. Files larger than keepSize are emptied
+// all the same, so that free/ never holds more than MaxFree*keepSize bytes.
+//
+// Inodes are recycled for ext4 without a journal (and ext2): there every
+// inode allocation skips the inodes freed in the last seconds (up to five
+// minutes while their inode table block is dirty), one by one, so a queue
+// that creates and deletes hundreds of files a second spends most of its
+// CPU in the kernel's inode allocator (find_inode_bit and
 // recently_deleted), and makes every other file creation on that file
-// system (the Maildir files local writes) slow as well. A recycled inode
-// is never freed, so there is nothing to skip.
+// system (the Maildir files local writes) slow as well. A recycled inode is
+// never freed, so there is nothing to skip.
 //
 // Safety. A file in free/ holds no message anyone needs: Recycle is called
 // only once every recipient is done, where the file used to be removed;
 // nothing reads free/ but Create (not Recover, not the listings). Recycle
-// holds the writers' flock from before its rename until it is done with
-// the file, so no writer takes a file Recycle still works on; a crash
-// leaves the delivered message in active/ (delivered again, as after a
-// lost unlink) or in free/. Create zeroes a file before it renames it
-// into tmp/, so tmp/ never shows an old, accepted message, as before
-// (after a power failure the disk may still hold the old bytes there, if
-// the zeroes had not been written back; Recover removes whatever tmp/
-// holds, and nothing reads tmp/ as mail). Create takes a file by opening it, locking it (the flock
-// that also tells SweepTmp a live writer owns it) and only then renaming
-// it into tmp/ with RENAME_NOREPLACE; a lock or rename that fails means
-// another writer (or Recycle) has the file, and the next one is tried.
-// The new message is then written from the start and committed as into a
-// new file, cut to its length before the fdatasync (which covers the
+// holds the writers' flock from before its rename until it is done with the
+// file, so no writer takes a file Recycle still works on; a crash leaves
+// the delivered message in active/ (delivered again, as after a lost
+// unlink) or in free/. Create zeroes a file before it renames it into tmp/,
+// so tmp/ never shows an old, accepted message, as before (after a power
+// failure the disk may still hold the old bytes there, if the zeroes had
+// not been written back; Recover removes whatever tmp/ holds, and nothing
+// reads tmp/ as mail). Create takes a file by opening it, locking it (the
+// flock that also tells SweepTmp a live writer owns it) and only then
+// renaming it into tmp/ with RENAME_NOREPLACE; a lock or rename that fails
+// means another writer (or Recycle) has the file, and the next one is
+// tried. The new message is then written from the start and committed as
+// into a new file, cut to its length before the fdatasync (which covers the
 // file's size), and the rename into incoming/ is followed by an fsync of
 // incoming/, so the 250 means what it did. Without a journal a crash may
 // also leave one inode under two names (a recycled file's old name in
 // active/ and its new one); fsck repairs the count and the message is
 // delivered twice at worst, never lost.
 //
-// Limits. free/ holds at most MaxFree files of at most keepSize bytes
-// each; beyond that Recycle unlinks as before. The
-// count is an estimate kept by this process and corrected by reading
-// free/ every freeRecount recycles, so it can only err for a while
-// towards unlinking; once it says full, free/ is read again before a
-// Recycle unlinks, at most every freeFullRecount. That bound is short
-// because cleanup empties free/ as fast as qmgr fills it: an estimate left
-// at full for a second unlinks a second's worth of queue files, and
-// cleanup then runs out and creates new ones, which is the very cost free/
-// exists to avoid. Create reads at most freeBatch names at a time and,
-// when free/ was empty, reads it again at most every freeRescan.
+// Limits. free/ holds at most MaxFree files of at most keepSize bytes each;
+// beyond that Recycle unlinks as before. The count is an estimate kept by
+// this process and corrected by reading free/ every freeRecount recycles,
+// so it can only err for a while towards unlinking; once it says full,
+// free/ is read again before a Recycle unlinks, at most every
+// freeFullRecount. That bound is short because cleanup empties free/ as
+// fast as qmgr fills it: an estimate left at full for a second unlinks a
+// second's worth of queue files, and cleanup then runs out and creates new
+// ones, which is the very cost free/ exists to avoid. Create reads at most
+// freeBatch names at a time and, when free/ was empty, reads it again at
+// most every freeRescan.
 
 import (
 	"errors"
@@ -65,14 +66,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Free is the spool directory of recycled, empty queue files.
+// Free is the spool directory of recycled queue files.
 const Free = "free"
 
 // MaxFree bounds the number of files kept in free/. Large enough to hold
 // the queue files of a burst (the backlog of thousands of messages a
 // busy minute can leave): a file unlinked because free/ was full is an
-// inode that the next burst allocates again, past the freed ones. An
-// empty file costs an inode and a directory entry, no data block.
+// inode that the next burst allocates again, past the freed ones. A file
+// here costs an inode, a directory entry and at most keepSize bytes.
 const MaxFree = 8192
 
 const (
