@@ -179,16 +179,23 @@ func TestTakeFreeOverwrites(t *testing.T) {
 	}
 }
 
-func TestRecycleFull(t *testing.T) {
-	resetFree(t)
-	spool := mkSpool(t)
-	env := &Envelope{Sender: "", Recipients: []Recipient{{Addr: "b@example.net"}}}
-	id := commit(t, spool, env, []byte("m\r\n"))
+// fillFree puts MaxFree files named x00000… into free/, as a full free/
+// holds.
+func fillFree(t *testing.T, spool string) {
+	t.Helper()
 	for i := range MaxFree {
 		if err := os.WriteFile(filepath.Join(spool, Free, fmt.Sprintf("x%05d", i)), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+func TestRecycleFull(t *testing.T) {
+	resetFree(t)
+	spool := mkSpool(t)
+	env := &Envelope{Sender: "", Recipients: []Recipient{{Addr: "b@example.net"}}}
+	id := commit(t, spool, env, []byte("m\r\n"))
+	fillFree(t, spool)
 	recycle(t, spool, id)
 	if _, err := os.Lstat(filepath.Join(spool, Free, string(id))); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("recycled into a full free/: %v", err)
@@ -204,11 +211,7 @@ func TestRecycleFullThenTaken(t *testing.T) {
 	env := &Envelope{Sender: "", Recipients: []Recipient{{Addr: "b@example.net"}}}
 	id := commit(t, spool, env, []byte("m\r\n"))
 	id2 := commit(t, spool, env, []byte("m\r\n"))
-	for i := range MaxFree {
-		if err := os.WriteFile(filepath.Join(spool, Free, fmt.Sprintf("x%05d", i)), nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fillFree(t, spool)
 	recycle(t, spool, id)
 	if _, err := os.Lstat(filepath.Join(spool, Free, string(id))); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("recycled into a full free/: %v", err)
