@@ -372,7 +372,7 @@ func (f *Folder) scan() (map[string]diskFile, error) {
 		}
 		for _, n := range names {
 			key, flags := ParseInfo(n)
-			if key == "" {
+			if !validKey(key) {
 				continue
 			}
 			if sub == "new" {

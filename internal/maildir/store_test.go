@@ -467,6 +467,28 @@ func TestParseDovecotUIDList(t *testing.T) {
 	}
 }
 
+// TestControlCharacterName: a file whose name holds a CR (put there by
+// hand or by a careless tool) is passed over, so the uid list, which could
+// not read such a key back, keeps its UIDVALIDITY across sessions.
+func TestControlCharacterName(t *testing.T) {
+	s := newStore(t)
+	deliver(t, s.Root(), "a")
+	if err := os.WriteFile(filepath.Join(s.Root(), "cur", "bad\rname:2,S"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := openFolder(t, s, "INBOX")
+	if msgs := mustSync(t, f, true); len(msgs) != 1 {
+		t.Fatalf("%d messages, want 1 (the CR file passed over)", len(msgs))
+	}
+	v := f.UIDValidity()
+	f.Close()
+	f2 := openFolder(t, s, "INBOX")
+	mustSync(t, f2, false)
+	if err := f2.Renumbered(); err != nil || f2.UIDValidity() != v {
+		t.Fatalf("reopen: %v, V%d (was %d)", err, f2.UIDValidity(), v)
+	}
+}
+
 func TestCorruptUIDList(t *testing.T) {
 	s := newStore(t)
 	deliver(t, s.Root(), "a")

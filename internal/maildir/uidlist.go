@@ -211,10 +211,20 @@ func parseUIDLine(line string, version int) (UIDEntry, error) {
 	}
 	// A file name with info (written by a careless tool) still names its key.
 	e.Key, _ = ParseInfo(e.Key)
-	if e.Key == "" || strings.ContainsAny(e.Key, "/\x00\n") {
+	if !validKey(e.Key) {
 		return e, fmt.Errorf("bad file name %q", e.Key)
 	}
 	return e, nil
+}
+
+// validKey reports whether a file's key can stand in a uid list: not
+// empty, no '/', and no control character (a CR above all, which the end
+// of a line loses, so the list could not read its own output). No file
+// Postern or Dovecot delivers has one; the scan passes over such files.
+func validKey(key string) bool {
+	return key != "" && !strings.ContainsFunc(key, func(r rune) bool {
+		return r == '/' || r < 0x20 || r == 0x7f
+	})
 }
 
 // Marshal formats the list as a version 3 dovecot-uidlist.
