@@ -347,9 +347,17 @@ func (dl *delivery) mailbox(e *expansion, to address.Address, mb route.Mailbox) 
 		dl.log(e.orig, to, st)
 		return st
 	}
+	var p *maildir.Pending
 	err := privsep.AsUser(mb.UID, mb.GID, func() error {
-		return dl.writeMaildir(e, to, mb.Path, true)
+		var err error
+		p, err = dl.writeMaildir(e, to, mb.Path, true)
+		return err
 	})
+	if err == nil {
+		err = syncMaildir(p, mb.UID, mb.GID)
+	} else if p != nil {
+		p.Close() // written, but switching back failed
+	}
 	if err != nil {
 		return dl.fail(e, to, deferred("4.2.0", "cannot write to maildir "+mb.Path+" as uid "+strconv.Itoa(mb.UID)+": "+err.Error()))
 	}
@@ -364,22 +372,41 @@ func (dl *delivery) prefix(e *expansion, to address.Address) string {
 	return fmt.Sprintf("Return-Path: <%s>\nDelivered-To: %s\n", e.sender, to)
 }
 
-// writeMaildir delivers into a Maildir; the caller has switched to the
-// owner's filesystem ids. parents makes missing parent directories (a
-// new virtual mailbox).
-func (dl *delivery) writeMaildir(e *expansion, to address.Address, path string, parents bool) error {
+// writeMaildir delivers into a Maildir up to the rename into new/; the
+// caller has switched to the owner's filesystem ids, and makes the rename
+// durable with syncMaildir after switching back. parents makes missing
+// parent directories (a new virtual mailbox).
+func (dl *delivery) writeMaildir(e *expansion, to address.Address, path string, parents bool) (*maildir.Pending, error) {
 	msg := dl.qf.Message()
 	dir := strings.TrimSuffix(path, "/")
 	d := &maildir.Delivery{Dir: dir, Hostname: dl.l.hostname, Create: true}
 	pre := []byte(dl.prefix(e, to))
-	_, err := d.Deliver(pre, io.NewSectionReader(msg, 0, msg.Size()))
+	p, err := d.DeliverUnsynced(pre, io.NewSectionReader(msg, 0, msg.Size()))
 	if err != nil && parents && errors.Is(err, os.ErrNotExist) {
 		// A new virtual mailbox: make its parents (as the owner, so
 		// the owner must be able to write virtual_mailbox_base).
 		if merr := os.MkdirAll(filepath.Dir(dir), 0o700); merr != nil {
-			return fmt.Errorf("create %s: %w", filepath.Dir(dir), merr)
+			return nil, fmt.Errorf("create %s: %w", filepath.Dir(dir), merr)
 		}
-		_, err = d.Deliver(pre, io.NewSectionReader(msg, 0, msg.Size()))
+		p, err = d.DeliverUnsynced(pre, io.NewSectionReader(msg, 0, msg.Size()))
+	}
+	return p, err
+}
+
+// syncMaildir makes a delivery's rename into new/ durable, outside the
+// owner's ids: the fsync of new/ needs no permission and is shared with
+// concurrent deliveries, and waiting for it on a locked thread would cost
+// thread hand-offs. Only if it fails does it switch to the owner again,
+// to take the file back out of new/ (the recipient is then deferred, and
+// the retry must not leave a second copy).
+func syncMaildir(p *maildir.Pending, uid, gid int) error {
+	defer p.Close()
+	err := p.Sync()
+	if err != nil {
+		privsep.AsUser(uid, gid, func() error {
+			p.Undo()
+			return nil
+		})
 	}
 	return err
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"postern/internal/address"
+	"postern/internal/maildir"
 	"postern/internal/mbox"
 	"postern/internal/pipe"
 	"postern/internal/privsep"
@@ -74,19 +75,29 @@ func (dl *delivery) file(e *expansion, a address.Address, path string) status {
 	if dl.seen[path] {
 		return sent("duplicate suppressed")
 	}
-	maildir := strings.HasSuffix(path, "/")
+	isMaildir := strings.HasSuffix(path, "/")
+	var p *maildir.Pending
 	err := privsep.AsUser(acct.uid, acct.gid, func() error {
-		if maildir {
-			return dl.writeMaildir(e, a, path, false)
+		if isMaildir {
+			var err error
+			p, err = dl.writeMaildir(e, a, path, false)
+			return err
 		}
 		return dl.writeMbox(e, a, path, -1, -1)
 	})
+	if p != nil {
+		if err == nil {
+			err = syncMaildir(p, acct.uid, acct.gid)
+		} else {
+			p.Close() // written, but switching back failed
+		}
+	}
 	if err != nil {
 		return dl.fail(e, a, deferred("4.2.0", "cannot append to file "+path+" as user "+acct.name+": "+err.Error()))
 	}
 	dl.seen[path] = true
 	what := "file: "
-	if maildir {
+	if isMaildir {
 		what = "maildir: "
 	}
 	return dl.fail(e, a, sent("delivered to "+what+path))

@@ -31,6 +31,8 @@
 //     is the file's size in bytes, VSIZE its size with CRLF line ends, which
 //     POP3 and IMAP report; both as Dovecot writes them) with
 //     RENAME_NOREPLACE, and new/ is fsync'd. Only then does Deliver return success.
+//     DeliverUnsynced stops before that fsync and leaves it (Pending.Sync)
+//     to the caller, who may make it after leaving the owner's ids.
 //
 // Failure modes. Any error removes the tmp/ file and returns an *Error that
 // names the step and the path that failed. IsTemporary tells a condition that
@@ -179,18 +181,48 @@ var bufPool = sync.Pool{New: func() any {
 // returns the final file name, relative to new/. On error nothing is left in
 // tmp/ or new/, and the error is an *Error.
 func (d *Delivery) Deliver(prefix []byte, r io.Reader) (string, error) {
+	p, err := d.DeliverUnsynced(prefix, r)
+	if err != nil {
+		return "", err
+	}
+	defer p.Close()
+	if err := p.Sync(); err != nil {
+		p.Undo()
+		return "", err
+	}
+	return p.Name, nil
+}
+
+// Pending is a message renamed into new/ whose directory entry may not be
+// on disk yet: it is delivered once Sync has returned nil. It holds new/
+// open until Close.
+type Pending struct {
+	// Name is the file's name in new/.
+	Name  string
+	dir   string
+	newfd int
+}
+
+// DeliverUnsynced does what Deliver does but the last step, the fsync of
+// new/, which the caller makes with Sync. The split is for local: the
+// fsync of new/ is shared by concurrent deliveries into the Maildir, and
+// waiting for a shared fsync on a thread locked to the owner's ids costs
+// two thread hand-offs per wait, while the fsync of a directory needs no
+// permission at all. The caller calls Close in any case, and Undo, as
+// the owner, if Sync fails.
+func (d *Delivery) DeliverUnsynced(prefix []byte, r io.Reader) (*Pending, error) {
 	if d == nil || r == nil {
-		return "", &Error{Op: "check", Err: errors.New("nil Delivery or reader")}
+		return nil, &Error{Op: "check", Err: errors.New("nil Delivery or reader")}
 	}
 	dir := d.Dir
 	if dir == "" || !filepath.IsAbs(dir) {
-		return "", &Error{Op: "check", Path: dir, Err: errors.New("the Maildir path is not absolute")}
+		return nil, &Error{Op: "check", Path: dir, Err: errors.New("the Maildir path is not absolute")}
 	}
 	dir = filepath.Clean(dir)
 
 	dirfd, err := openMaildir(dir, d.Create)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer unix.Close(dirfd)
 
@@ -207,28 +239,31 @@ func (d *Delivery) Deliver(prefix []byte, r io.Reader) (string, error) {
 			for j := range i {
 				unix.Close(fds[j])
 			}
-			return "", err
+			return nil, err
 		}
 		fds[i] = fd
 		created = created || made
 	}
 	tmpfd, newfd := fds[0], fds[1]
+	keepNew := false
 	defer func() {
 		for i := range n {
-			unix.Close(fds[i])
+			if i != 1 || !keepNew {
+				unix.Close(fds[i])
+			}
 		}
 	}()
 	if created {
 		// The new subdirectories must survive a crash with the message.
 		if err := unix.Fsync(dirfd); err != nil {
-			return "", newError("fsync", dir, err)
+			return nil, newError("fsync", dir, err)
 		}
 	}
 
 	host := sanitizeHost(d.Hostname)
 	tmpName, fd, err := createTmp(tmpfd, dir, host)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	tmpPath := dir + "/tmp/" + tmpName
 	size, vsize, err := writeMessage(fd, tmpPath, prefix, r)
@@ -243,22 +278,42 @@ func (d *Delivery) Deliver(prefix []byte, r io.Reader) (string, error) {
 	}
 	if err != nil {
 		unix.Unlinkat(tmpfd, tmpName, 0)
-		return "", err
+		return nil, err
 	}
 
 	final, err := renameIntoNew(tmpfd, tmpName, newfd, dir, host, size, vsize)
 	if err != nil {
 		unix.Unlinkat(tmpfd, tmpName, 0)
-		return "", err
+		return nil, err
 	}
-	if err := syncDir(newfd); err != nil {
-		// Not durable: take it back so that the retry the caller will make
-		// does not add a second copy. If a reader already moved it to cur/,
-		// the unlink fails and the user has the message.
-		unix.Unlinkat(newfd, final, 0)
-		return "", newError("fsync", dir+"/new", err)
+	keepNew = true
+	return &Pending{Name: final, dir: dir, newfd: newfd}, nil
+}
+
+// Sync makes the rename into new/ durable (an fsync of new/ that began
+// after it, shared with concurrent deliveries into the same Maildir). It
+// needs no permission, so it may run on any thread.
+func (p *Pending) Sync() error {
+	if err := syncDir(p.newfd); err != nil {
+		return newError("fsync", p.dir+"/new", err)
 	}
-	return final, nil
+	return nil
+}
+
+// Undo takes the message back out of new/ after a failed Sync, so that the
+// retry the caller will make does not knowingly add a second copy. If a
+// reader already moved it to cur/, the unlink fails and the user has the
+// message. It needs the owner's ids (it unlinks in the owner's directory).
+func (p *Pending) Undo() {
+	unix.Unlinkat(p.newfd, p.Name, 0)
+}
+
+// Close releases new/. Safe to call more than once.
+func (p *Pending) Close() {
+	if p.newfd >= 0 {
+		unix.Close(p.newfd)
+		p.newfd = -1
+	}
 }
 
 // openMaildir opens Dir itself with O_DIRECTORY|O_NOFOLLOW, creating it

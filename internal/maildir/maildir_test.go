@@ -511,3 +511,43 @@ func FuzzSanitizeHost(f *testing.F) {
 		}
 	})
 }
+
+// TestDeliverUnsynced: the message is in new/ (not in tmp/) once
+// DeliverUnsynced returns, Sync and Close can follow on another goroutine,
+// and Undo takes the message back out of new/.
+func TestDeliverUnsynced(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "Maildir")
+	d := &Delivery{Dir: dir, Hostname: "h", Create: true}
+	p, err := d.DeliverUnsynced([]byte("X: 1\n"), strings.NewReader("body\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(readNew(t, dir, p.Name)); got != "X: 1\nbody\n" {
+		t.Fatalf("content %q", got)
+	}
+	if tmp, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(tmp) != 0 {
+		t.Fatalf("tmp/ holds %d files", len(tmp))
+	}
+	done := make(chan error)
+	go func() {
+		defer p.Close()
+		done <- p.Sync()
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	p.Close() // a second Close is harmless
+
+	q, err := d.DeliverUnsynced(nil, strings.NewReader("two\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Undo()
+	q.Close()
+	if _, err := os.Stat(filepath.Join(dir, "new", q.Name)); !os.IsNotExist(err) {
+		t.Fatalf("after Undo: %v", err)
+	}
+	if news, _ := os.ReadDir(filepath.Join(dir, "new")); len(news) != 1 {
+		t.Fatalf("new/ holds %d files, want 1", len(news))
+	}
+}
