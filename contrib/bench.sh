@@ -57,7 +57,8 @@
 # SIZE [4096], WARMUP [200], TIMEOUT [300] seconds per run before it is
 # called failed, MODES ["local relay"], MTAS ["postern postfix"],
 # RELAY_RCPT [user@remote.example], FSYNC_PROBE [1], SETTLE [65] seconds
-# between the end of one run and the start of the next (see settle),
+# between the end of one run and the start of the next, after a sync and a
+# drop of the clean caches (see settle; 0 skips all three),
 # BENCH_WORKDIR [/var/tmp] (must allow Postfix's maillog_file, i.e. be
 # below /var), BENCH_RESULTS [<repo>/bench-results], BENCH_KEEP [0]
 # (1 keeps the work directory with both MTAs' logs and spools),
@@ -583,15 +584,25 @@ mode_stop() {
 	LAST_END=$(date +%s)
 }
 
-# settle: writes out what the last run left dirty and waits until SETTLE
-# seconds have passed since it ended. On ext4 without a journal the inode
-# allocator skips, one by one, inodes freed in the last minute (five more
-# while their inode table block is dirty): a run that starts right after
-# another MTA deleted thousands of queue files pays for that MTA's
-# deletions. An MTA still pays for its own, within its run.
+# settle: writes out what the last run left dirty, drops the clean caches
+# and waits until SETTLE seconds have passed since it ended. On ext4
+# without a journal the inode allocator skips, one by one, inodes freed in
+# the last minute, and in the last six while their inode table block is
+# dirty, which it becomes again as soon as the next run allocates one of
+# its neighbours: a run that starts right after another MTA deleted
+# thousands of queue files pays for that MTA's deletions, on every file it
+# creates, for minutes. The allocator looks only at inode table blocks
+# that are in the buffer cache (one that is not "must have been written
+# out", fs/ext4/ialloc.c), so after sync and drop_caches a run pays for at
+# most the other fifteen inodes of each block it loads. An MTA still pays
+# for its own deletions within its run. Both MTAs start every run, warm-up
+# included, with the same cold caches.
 settle() {
 	[ "$SETTLE" -gt 0 ] || return 0
 	sync
+	if [ -w /proc/sys/vm/drop_caches ]; then
+		echo 3 >/proc/sys/vm/drop_caches || say "bench: could not drop caches (runs may pay for the last one's deletions)"
+	fi
 	local left=$((LAST_END + SETTLE - $(date +%s)))
 	if [ "$left" -gt 0 ]; then
 		say "bench: waiting ${left}s for inodes freed by the last run to be reusable (SETTLE)"
