@@ -347,17 +347,7 @@ func (dl *delivery) mailbox(e *expansion, to address.Address, mb route.Mailbox) 
 		dl.log(e.orig, to, st)
 		return st
 	}
-	var p *maildir.Pending
-	err := privsep.AsUser(mb.UID, mb.GID, func() error {
-		var err error
-		p, err = dl.writeMaildir(e, to, mb.Path, true)
-		return err
-	})
-	if err == nil {
-		err = syncMaildir(p, mb.UID, mb.GID)
-	} else if p != nil {
-		p.Close() // written, but switching back failed
-	}
+	err := dl.deliverMaildir(e, to, mb.Path, true, mb.UID, mb.GID)
 	if err != nil {
 		return dl.fail(e, to, deferred("4.2.0", "cannot write to maildir "+mb.Path+" as uid "+strconv.Itoa(mb.UID)+": "+err.Error()))
 	}
@@ -372,9 +362,27 @@ func (dl *delivery) prefix(e *expansion, to address.Address) string {
 	return fmt.Sprintf("Return-Path: <%s>\nDelivered-To: %s\n", e.sender, to)
 }
 
+// deliverMaildir delivers into the Maildir at path as uid:gid: written and
+// renamed into new/ with the owner's filesystem ids (writeMaildir), then
+// made durable after switching back (syncMaildir).
+func (dl *delivery) deliverMaildir(e *expansion, to address.Address, path string, parents bool, uid, gid int) error {
+	var p *maildir.Pending
+	err := privsep.AsUser(uid, gid, func() error {
+		var err error
+		p, err = dl.writeMaildir(e, to, path, parents)
+		return err
+	})
+	if err != nil {
+		if p != nil {
+			p.Close() // written, but switching back failed
+		}
+		return err
+	}
+	return syncMaildir(p, uid, gid)
+}
+
 // writeMaildir delivers into a Maildir up to the rename into new/; the
-// caller has switched to the owner's filesystem ids, and makes the rename
-// durable with syncMaildir after switching back. parents makes missing
+// caller has switched to the owner's filesystem ids. parents makes missing
 // parent directories (a new virtual mailbox).
 func (dl *delivery) writeMaildir(e *expansion, to address.Address, path string, parents bool) (*maildir.Pending, error) {
 	msg := dl.qf.Message()

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"postern/internal/address"
-	"postern/internal/maildir"
 	"postern/internal/mbox"
 	"postern/internal/pipe"
 	"postern/internal/privsep"
@@ -76,21 +75,13 @@ func (dl *delivery) file(e *expansion, a address.Address, path string) status {
 		return sent("duplicate suppressed")
 	}
 	isMaildir := strings.HasSuffix(path, "/")
-	var p *maildir.Pending
-	err := privsep.AsUser(acct.uid, acct.gid, func() error {
-		if isMaildir {
-			var err error
-			p, err = dl.writeMaildir(e, a, path, false)
-			return err
-		}
-		return dl.writeMbox(e, a, path, -1, -1)
-	})
-	if p != nil {
-		if err == nil {
-			err = syncMaildir(p, acct.uid, acct.gid)
-		} else {
-			p.Close() // written, but switching back failed
-		}
+	var err error
+	if isMaildir {
+		err = dl.deliverMaildir(e, a, path, false, acct.uid, acct.gid)
+	} else {
+		err = privsep.AsUser(acct.uid, acct.gid, func() error {
+			return dl.writeMbox(e, a, path, -1, -1)
+		})
 	}
 	if err != nil {
 		return dl.fail(e, a, deferred("4.2.0", "cannot append to file "+path+" as user "+acct.name+": "+err.Error()))

@@ -202,10 +202,11 @@ func takeFree(spool, path string) (*os.File, int64, error) {
 
 // Recycle disposes of the queue file dir/id, whose every recipient is done
 // and which f (open for writing) holds: it is renamed into free/ for
-// cleanup to reuse (emptied only when larger than keepSize) or, when
-// free/ is full or the rename fails, removed. Either way the file is gone from dir when it returns
-// nil. Like the removal it replaces, it does not fsync: a crash may bring
-// the message back into the queue, to be delivered again.
+// cleanup to reuse (emptied only when larger than keepSize) or, when free/
+// is full or the rename fails, removed. Either way the file is gone from
+// dir when it returns nil. Like the removal it replaces, it does not
+// fsync: a crash may bring the message back into the queue, to be
+// delivered again.
 func Recycle(spool, dir string, id ID, f *os.File) error {
 	path := Path(spool, dir, id)
 	if path == "" {
