@@ -361,10 +361,10 @@ func (in *Instance) start() {
 	in.cmd = cmd
 	in.done = make(chan struct{})
 	go func() { cmd.Wait(); close(in.done) }()
-	// Longer than master's own 15 s limit for its daemons to report
+	// Longer than master's own 30 s limit for its daemons to report
 	// ready, so that a slow start ends with master's message naming the
 	// daemon rather than with this timeout.
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(35 * time.Second)
 	for time.Now().Before(deadline) {
 		// master logs "daemon started" once every daemon said it is ready.
 		if !strings.Contains(in.Log(), "daemon started") {
@@ -386,7 +386,7 @@ func (in *Instance) start() {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	in.t.Fatalf("SMTP port %s not open after 20 s:\n%s", in.Addr, in.Log())
+	in.t.Fatalf("SMTP port %s not open after 35 s:\n%s", in.Addr, in.Log())
 }
 
 type lockedWriter struct{ in *Instance }

@@ -412,7 +412,7 @@ func (s *opsSession) expect(line, code string) string {
 // may still be reading postern.conf.
 func opsWaitStarted(t *testing.T, in *Instance, n int) {
 	t.Helper()
-	if len(opsWaitLogLines(in, n, 15*time.Second, "postern/master", "daemon started")) < n {
+	if len(opsWaitLogLines(in, n, 35*time.Second, "postern/master", "daemon started")) < n {
 		t.Fatalf("master did not report its daemons ready")
 	}
 }
@@ -1054,5 +1054,86 @@ func TestOpsRecovery(t *testing.T) {
 	}
 	if js := opsQueueJSON(t, in); len(js) != 0 {
 		t.Errorf("queue list -j shows %+v", js)
+	}
+}
+
+// TestOpsHungDaemon: a daemon that hangs before it reports ready is
+// restarted, and the log says what it was doing. The service's program
+// is a Go program that blocks the first time it runs and then becomes a
+// real daemon (showq); the start of the whole instance must succeed on
+// the second try.
+func TestOpsHungDaemon(t *testing.T) {
+	dir, err := os.MkdirTemp("", "postern-hung-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	bins, err := os.ReadDir(binDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bins {
+		if err := os.Symlink(filepath.Join(binDir, b.Name()), filepath.Join(dir, b.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := filepath.Join(dir, "src")
+	os.Mkdir(src, 0o755)
+	prog := `package main
+
+import (
+	"os"
+	"syscall"
+	"time"
+)
+
+// hangAtStart is what the goroutine dump must show.
+func hangAtStart() { time.Sleep(time.Hour) }
+
+func main() {
+	mark := os.Args[0] + ".hung"
+	if _, err := os.Stat(mark); err != nil {
+		os.WriteFile(mark, nil, 0o600)
+		hangAtStart()
+	}
+	showq := ` + strconv.Quote(filepath.Join(binDir, "showq")) + `
+	syscall.Exec(showq, append([]string{showq}, os.Args[1:]...), os.Environ())
+	os.Exit(1)
+}
+`
+	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(prog), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "hangd"), "main.go")
+	build.Dir = src
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	start := time.Now()
+	in := Start(t, Options{
+		Settings: []string{"daemon_directory = " + dir},
+		Services: []string{"hang unix n - n - - hangd"},
+	})
+	opsWaitStarted(t, in, 1)
+	t.Logf("started in %s", time.Since(start).Round(time.Millisecond))
+	warn := opsLogLines(in, "postern/master", "service hang: process "+filepath.Join(dir, "hangd"), "did not report ready within 10s; restarting it")
+	if len(warn) != 1 {
+		t.Fatalf("want one warning about the hung daemon, have %q:\n%s", warn, in.Log())
+	}
+	// Its threads: "TID STATE WCHAN", a sleeping one among them.
+	if !regexp.MustCompile(`kernel wait\): \d+ [RSD] \S+(, \d+ [RSD] \S+)*$`).MatchString(warn[0]) {
+		t.Errorf("thread states missing from %q", warn[0])
+	}
+	if len(opsLogLines(in, "postern/hang/hangd", "main.hangAtStart(")) == 0 {
+		t.Errorf("no goroutine dump with main.hangAtStart in the log:\n%s", in.Log())
+	}
+	if len(opsLogLines(in, "postern/master", filepath.Join(dir, "hangd"), "exit status 2")) != 1 {
+		t.Errorf("the hung daemon's exit (SIGQUIT: exit status 2) is not logged:\n%s", in.Log())
+	}
+	if d := in.Daemons(); len(d["showq"]) != 2 {
+		t.Errorf("want the hung service restarted as showq beside the real showq, have %v", d)
 	}
 }

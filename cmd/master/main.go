@@ -8,6 +8,11 @@
 //     for the master's whole life; a second master exits at once.
 //   - A configuration that does not load is refused at start (exit 1,
 //     every problem as file:line) and on reload (the old one keeps running).
+//   - A daemon that has not reported ready readyLimit (10 s) after its
+//     start is hung: master logs its threads' states and its goroutine
+//     stacks (SIGQUIT), kills it and restarts it. A start fails when a
+//     daemon of the first generation exits before it is ready, or when
+//     one is not ready within startLimit (30 s).
 //   - A daemon that exits when it was not asked to is logged with its
 //     status and restarted; one that keeps dying within
 //     crashWindow is restarted after a growing delay (1 s doubling to
@@ -51,6 +56,12 @@ import (
 const (
 	crashWindow = 10 * time.Second
 	throttleMax = 60 * time.Second
+	// readyLimit: a daemon that has not reported ready this long after
+	// its start is hung and is restarted (watchReady).
+	readyLimit = 10 * time.Second
+	// startLimit: how long a start waits for every daemon of the first
+	// generation, time for one hung daemon to be restarted included.
+	startLimit = 30 * time.Second
 )
 
 type master struct {
@@ -91,7 +102,9 @@ type proc struct {
 	stopped bool          // asked to stop: its exit is expected
 	ready   chan struct{} // closed when the daemon says it is ready
 	exited  chan struct{} // closed when it has exited
+	logDone chan struct{} // closed when its log pipe has reached end of file
 	next    *svc          // a singleton service waiting for this one to exit
+	hung    bool          // killed by watchReady: not ready within readyLimit
 }
 
 type spawnReq struct {
@@ -176,7 +189,7 @@ func (m *master) run(detach bool) error {
 		m.stopAll()
 		return err
 	}
-	if err := m.awaitReady(15 * time.Second); err != nil {
+	if err := m.awaitReady(startLimit); err != nil {
 		m.stopAll()
 		return err
 	}
@@ -412,30 +425,120 @@ func (m *master) apply(cfg *config.Config, snap []byte) error {
 
 // awaitReady waits until every daemon of the first generation has said
 // it is ready, so that a start that cannot work fails at once and loudly
-// instead of looping through throttled restarts.
+// instead of looping through throttled restarts. A daemon that hung at
+// start (see watchReady) was restarted: its successor gets the rest of the
+// time.
 func (m *master) awaitReady(limit time.Duration) error {
 	m.mu.Lock()
-	var procs []*proc
+	var svcs []*svc
 	for _, s := range m.services {
-		if s.cur != nil {
-			procs = append(procs, s.cur)
-		} else {
+		if s.cur == nil {
 			m.mu.Unlock()
 			return fmt.Errorf("service %s (%s:%d) did not start; see the log above", s.conf.Name, s.conf.File, s.conf.Line)
 		}
+		svcs = append(svcs, s)
 	}
 	m.mu.Unlock()
 	deadline := time.After(limit)
-	for _, p := range procs {
-		select {
-		case <-p.ready:
-		case <-p.exited:
-			return fmt.Errorf("service %s: %s exited at start; see its log line above", p.svc.conf.Name, p.cmd.Path)
-		case <-deadline:
-			return fmt.Errorf("service %s: %s did not report ready within %s", p.svc.conf.Name, p.cmd.Path, limit)
+	for _, s := range svcs {
+		var last *proc // the process of s last seen
+		for ready := false; !ready; {
+			m.mu.Lock()
+			p := s.cur
+			m.mu.Unlock()
+			if p == nil || p == last {
+				// Between a hung daemon's exit and its successor.
+				select {
+				case <-deadline:
+					return fmt.Errorf("service %s: no process ready within %s; see the log above", s.conf.Name, limit)
+				case <-time.After(20 * time.Millisecond):
+				}
+				continue
+			}
+			select {
+			case <-p.ready:
+				ready = true
+			case <-p.exited:
+				m.mu.Lock()
+				hung := p.hung
+				m.mu.Unlock()
+				if !hung {
+					return fmt.Errorf("service %s: %s exited at start; see its log line above", s.conf.Name, p.cmd.Path)
+				}
+				last = p
+			case <-deadline:
+				return fmt.Errorf("service %s: %s pid %d did not report ready within %s; see the log above", s.conf.Name, p.cmd.Path, p.cmd.Process.Pid, limit)
+			}
 		}
 	}
 	return nil
+}
+
+// watchReady runs readyLimit after a daemon's start. A daemon that has
+// not reported ready by then is hung (its start is a few reads of files
+// and a privilege drop, milliseconds): master says what its threads are
+// doing and has it write its stacks (explainLate), kills it, and the
+// supervision restarts it like any daemon that died.
+func (m *master) watchReady(p *proc) {
+	select {
+	case <-p.ready:
+		return
+	case <-p.exited:
+		return
+	default:
+	}
+	m.mu.Lock()
+	if p.stopped {
+		m.mu.Unlock()
+		return
+	}
+	p.hung = true
+	m.mu.Unlock()
+	m.explainLate(p)
+	p.cmd.Process.Kill()
+}
+
+// explainLate logs what a daemon that did not report ready in time is
+// doing, since the cause of a hang at start cannot be seen once it is
+// gone: the state of each of its threads (from /proc), then a Go
+// goroutine dump, which SIGQUIT makes it write to its stderr, the log pipe.
+func (m *master) explainLate(p *proc) {
+	pid := p.cmd.Process.Pid
+	m.logf("warning: service %s: process %s pid %d did not report ready within %s; restarting it; its threads (id, state, kernel wait): %s",
+		p.svc.conf.Name, p.cmd.Path, pid, readyLimit, threadStates(pid))
+	p.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-p.logDone:
+	case <-time.After(3 * time.Second):
+	}
+}
+
+// threadStates describes the threads of pid as "TID STATE WCHAN" items:
+// the scheduler state (R running, S sleeping, D in the disk wait...) and
+// the kernel function a sleeping thread waits in.
+func threadStates(pid int) string {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, e := range ents {
+		st, _ := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
+		state := "?"
+		// The command name in parentheses may hold spaces; the state
+		// follows its last ')'.
+		if i := strings.LastIndexByte(string(st), ')'); i >= 0 && i+2 < len(st) {
+			state = string(st[i+2])
+		}
+		wchan, _ := os.ReadFile(filepath.Join(dir, e.Name(), "wchan"))
+		w := strings.TrimSpace(string(wchan))
+		if w == "" || w == "0" {
+			w = "-"
+		}
+		out = append(out, e.Name()+" "+state+" "+w)
+	}
+	return strings.Join(out, ", ")
 }
 
 func sameAddrs(a, b []string) bool {
@@ -566,7 +669,7 @@ func (m *master) start(s *svc) {
 		m.restartLater(s)
 		return
 	}
-	p := &proc{svc: s, cmd: cmd, ctl: ctlMaster, started: time.Now(), ready: make(chan struct{}), exited: make(chan struct{})}
+	p := &proc{svc: s, cmd: cmd, ctl: ctlMaster, started: time.Now(), ready: make(chan struct{}), exited: make(chan struct{}), logDone: make(chan struct{})}
 	m.mu.Lock()
 	s.cur = p
 	m.procs[p] = true
@@ -580,9 +683,13 @@ func (m *master) start(s *svc) {
 		m.mu.Unlock()
 	}
 	prog := programName(s.conf)
-	go m.relayLog(prog, cmd.Process.Pid, pr)
+	go func() {
+		m.relayLog(prog, cmd.Process.Pid, pr)
+		close(p.logDone)
+	}()
 	go m.readControl(p)
 	go m.wait(p)
+	time.AfterFunc(readyLimit, func() { m.watchReady(p) })
 }
 
 // readControl notes the daemon's ready byte.

@@ -63,8 +63,10 @@ func cmdStart(dir string, fg bool) error {
 		}
 		cmd.Wait()
 		return fmt.Errorf("the master did not start:\n%s", stderr.String())
-	case <-time.After(30 * time.Second):
-		return errors.New("the master did not report ready within 30 s; see the mail log")
+	// Longer than master's own limit for its daemons (30 s), so that a
+	// slow start ends with master's message.
+	case <-time.After(40 * time.Second):
+		return errors.New("the master did not report ready within 40 s; see the mail log")
 	}
 }
 
