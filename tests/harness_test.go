@@ -116,6 +116,10 @@ type Options struct {
 	MailAccess bool
 	// Services are extra services.conf lines.
 	Services []string
+	// HangExpected: a daemon of this instance is meant to hang at start
+	// (TestOpsHungDaemon). Otherwise a hang that master mended by a
+	// restart has its whole log shown, so that its cause can be found.
+	HangExpected bool
 	// DNS is the instance's resolver (dns_servers): no query ever leaves
 	// loopback. nil: a fresh dnstest server where remote.example answers
 	// SERVFAIL, so mail for it waits in the queue.
@@ -439,6 +443,9 @@ func (in *Instance) Stop() {
 	if in.t.Failed() {
 		in.t.Logf("postern log:\n%s", in.Log())
 	} else {
+		if log := in.Log(); !in.opts.HangExpected && strings.Contains(log, "did not report ready within") {
+			in.t.Logf("a daemon hung at start and master restarted it; postern log:\n%s", log)
+		}
 		os.RemoveAll(in.Dir)
 	}
 }

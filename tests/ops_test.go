@@ -1114,8 +1114,9 @@ func main() {
 
 	start := time.Now()
 	in := Start(t, Options{
-		Settings: []string{"daemon_directory = " + dir},
-		Services: []string{"hang unix n - n - - hangd"},
+		Settings:     []string{"daemon_directory = " + dir},
+		Services:     []string{"hang unix n - n - - hangd"},
+		HangExpected: true,
 	})
 	opsWaitStarted(t, in, 1)
 	t.Logf("started in %s", time.Since(start).Round(time.Millisecond))
