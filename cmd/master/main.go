@@ -768,7 +768,9 @@ func (m *master) wait(p *proc) {
 		m.mu.Unlock()
 		return
 	}
-	if time.Since(p.started) > crashWindow {
+	// A hung daemon counts as one that died at once, however long it
+	// hung: one that hangs at every start is throttled too.
+	if time.Since(p.started) > crashWindow && !p.hung {
 		s.delay = 0
 	} else if s.delay == 0 {
 		s.delay = time.Second
