@@ -1057,12 +1057,12 @@ func TestOpsRecovery(t *testing.T) {
 	}
 }
 
-// TestOpsHungDaemon: a daemon that hangs before it reports ready is
-// restarted, and the log says what it was doing. The service's program
-// is a Go program that blocks the first time it runs and then becomes a
-// real daemon (showq); the start of the whole instance must succeed on
-// the second try.
-func TestOpsHungDaemon(t *testing.T) {
+// hangDaemonDir makes a daemon_directory with every Postern program
+// (symbolic links) and hangd, a Go program that sleeps in
+// main.hangAtStart on its runs listed in hangOn (counting from 1) and on
+// every other run becomes showq, a real daemon.
+func hangDaemonDir(t *testing.T, hangOn ...int) string {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "postern-hung-")
 	if err != nil {
 		t.Fatal(err)
@@ -1080,10 +1080,15 @@ func TestOpsHungDaemon(t *testing.T) {
 	}
 	src := filepath.Join(dir, "src")
 	os.Mkdir(src, 0o755)
+	var runs []string
+	for _, n := range hangOn {
+		runs = append(runs, strconv.Itoa(n))
+	}
 	prog := `package main
 
 import (
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -1092,10 +1097,18 @@ import (
 func hangAtStart() { time.Sleep(time.Hour) }
 
 func main() {
-	mark := os.Args[0] + ".hung"
-	if _, err := os.Stat(mark); err != nil {
-		os.WriteFile(mark, nil, 0o600)
-		hangAtStart()
+	run := 1
+	for ; ; run++ {
+		if _, err := os.Stat(os.Args[0] + ".run" + strconv.Itoa(run)); err != nil {
+			break
+		}
+	}
+	os.WriteFile(os.Args[0]+".run"+strconv.Itoa(run), nil, 0o600)
+	println("hangd: run", run)
+	for _, n := range []int{` + strings.Join(runs, ", ") + `} {
+		if run == n {
+			hangAtStart()
+		}
 	}
 	showq := ` + strconv.Quote(filepath.Join(binDir, "showq")) + `
 	syscall.Exec(showq, append([]string{showq}, os.Args[1:]...), os.Environ())
@@ -1111,6 +1124,15 @@ func main() {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	return dir
+}
+
+// TestOpsHungDaemon: a daemon that hangs before it reports ready is
+// restarted, and the log says what it was doing. Its program hangs the
+// first time it runs and then becomes a real daemon (showq); the start
+// of the whole instance must succeed on the second try.
+func TestOpsHungDaemon(t *testing.T) {
+	dir := hangDaemonDir(t, 1)
 
 	start := time.Now()
 	in := Start(t, Options{
@@ -1119,8 +1141,14 @@ func main() {
 		HangExpected: true,
 	})
 	opsWaitStarted(t, in, 1)
-	t.Logf("started in %s", time.Since(start).Round(time.Millisecond))
-	warn := opsLogLines(in, "postern/master", "service hang: process "+filepath.Join(dir, "hangd"), "did not report ready within 10s; restarting it")
+	took := time.Since(start)
+	t.Logf("started in %s", took.Round(time.Millisecond))
+	// 10 s to be taken as hung, then the restart delay of a daemon that
+	// died at once (1 s), not an immediate restart.
+	if took < 11*time.Second {
+		t.Errorf("the instance started in %s: the hung daemon was restarted without the crash delay", took)
+	}
+	warn := opsLogLines(in, "postern/master", "service hang: process "+filepath.Join(dir, "hangd"), "did not report ready within 10s; killing it")
 	if len(warn) != 1 {
 		t.Fatalf("want one warning about the hung daemon, have %q:\n%s", warn, in.Log())
 	}
@@ -1131,10 +1159,59 @@ func main() {
 	if len(opsLogLines(in, "postern/hang/hangd", "main.hangAtStart(")) == 0 {
 		t.Errorf("no goroutine dump with main.hangAtStart in the log:\n%s", in.Log())
 	}
-	if len(opsLogLines(in, "postern/master", filepath.Join(dir, "hangd"), "exit status 2")) != 1 {
-		t.Errorf("the hung daemon's exit (SIGQUIT: exit status 2) is not logged:\n%s", in.Log())
+	// Exit status 2 is the Go runtime's after SIGQUIT; signal 9 if the
+	// dump took longer than master waits for it.
+	if len(opsLogLines(in, "postern/master", filepath.Join(dir, "hangd"), "exit status 2"))+
+		len(opsLogLines(in, "postern/master", filepath.Join(dir, "hangd"), "killed by signal 9")) != 1 {
+		t.Errorf("the hung daemon's exit is not logged once:\n%s", in.Log())
 	}
 	if d := in.Daemons(); len(d["showq"]) != 2 {
 		t.Errorf("want the hung service restarted as showq beside the real showq, have %v", d)
+	}
+}
+
+// TestOpsHungDaemonReload: a daemon of a single-process service that
+// hangs after a reload, and that a second reload asks to stop while it
+// hangs, is killed all the same: the drain byte cannot stop a hung
+// daemon, and the newest generation starts only once it is gone.
+func TestOpsHungDaemonReload(t *testing.T) {
+	dir := hangDaemonDir(t, 2)
+	in := Start(t, Options{
+		Settings:     []string{"daemon_directory = " + dir},
+		Services:     []string{"hang unix n - n - 1 hangd"},
+		HangExpected: true,
+	})
+	opsWaitStarted(t, in, 1)
+	if out, err := in.Postern("reload"); err != nil {
+		t.Fatalf("reload: %v: %s", err, out)
+	}
+	// The second generation hangs: wait for its second run to begin.
+	if !opsWaitFile(filepath.Join(dir, "hangd.run2"), true, 10*time.Second) {
+		t.Fatalf("hangd did not run a second time after the reload:\n%s", in.Log())
+	}
+	if out, err := in.Postern("reload"); err != nil {
+		t.Fatalf("second reload: %v: %s", err, out)
+	}
+	// A single-process service never runs twice: the newest generation
+	// waits for the hung one. (Before it was fixed, a predecessor that
+	// exited at once, as showq does on a drain, had its successor
+	// started twice: run 3 came with run 2.)
+	time.Sleep(time.Second)
+	if _, err := os.Stat(filepath.Join(dir, "hangd.run3")); err == nil {
+		t.Fatalf("the third generation of a maxproc 1 service started while the second still ran:\n%s", in.Log())
+	}
+	if !opsWaitFile(filepath.Join(dir, "hangd.run3"), true, 20*time.Second) {
+		t.Fatalf("the third generation of hang did not start: the hung one was not killed:\n%s", in.Log())
+	}
+	if len(opsWaitLogLines(in, 1, 5*time.Second, "postern/master", "service hang: process", "did not report ready within 10s; killing it")) != 1 {
+		t.Errorf("want one warning about the hung daemon, have %q:\n%s", opsLogLines(in, "postern/master", "service hang: process", "did not report ready"), in.Log())
+	}
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if d := in.Daemons(); len(d["showq"]) == 2 && len(d["hangd"]) == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("want showq twice and no hangd among master's children, have %v:\n%s", in.Daemons(), in.Log())
+		}
 	}
 }

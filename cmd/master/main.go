@@ -91,7 +91,6 @@ type svc struct {
 	cur       *proc
 	delay     time.Duration
 	removed   bool
-	waiting   bool // started when the previous generation's process exits
 }
 
 type proc struct {
@@ -393,6 +392,10 @@ func (m *master) apply(cfg *config.Config, snap []byte) error {
 	m.cfg = cfg
 	m.snap = snap
 	m.mu.Unlock()
+	// Successors that the exit of their predecessor starts (wait), not
+	// the loop below. Not a field read back later: the predecessor may
+	// exit, and its wait start the successor, before that loop runs.
+	handedOver := map[*svc]bool{}
 	for key, o := range old {
 		m.mu.Lock()
 		o.removed = true
@@ -402,7 +405,7 @@ func (m *master) apply(cfg *config.Config, snap []byte) error {
 			// successor starts when it has exited.
 			if n := next[key]; n != nil && n.conf.MaxProc == 1 {
 				o.cur.next = n
-				n.waiting = true
+				handedOver[n] = true
 			}
 		}
 		m.mu.Unlock()
@@ -413,10 +416,7 @@ func (m *master) apply(cfg *config.Config, snap []byte) error {
 		}
 	}
 	for _, s := range next {
-		m.mu.Lock()
-		wait := s.waiting
-		m.mu.Unlock()
-		if !wait {
+		if !handedOver[s] {
 			m.start(s)
 		}
 	}
@@ -478,17 +478,24 @@ func (m *master) awaitReady(limit time.Duration) error {
 // not reported ready by then is hung (its start is a few reads of files
 // and a privilege drop, milliseconds): master says what its threads are
 // doing and has it write its stacks (explainLate), kills it, and the
-// supervision restarts it like any daemon that died.
+// supervision restarts it like any daemon that died. One that a reload
+// asked to stop meanwhile is killed too: hung, it would never exit, and a
+// singleton's next generation (qmgr) waits for it. Only a stop of master
+// leaves it to stopAll.
 func (m *master) watchReady(p *proc) {
+	m.mu.Lock()
+	// Under m.mu, as readControl's close of ready: a ready byte comes
+	// either before this check or is ignored.
 	select {
 	case <-p.ready:
+		m.mu.Unlock()
 		return
 	case <-p.exited:
+		m.mu.Unlock()
 		return
 	default:
 	}
-	m.mu.Lock()
-	if p.stopped {
+	if m.stopping {
 		m.mu.Unlock()
 		return
 	}
@@ -504,7 +511,7 @@ func (m *master) watchReady(p *proc) {
 // goroutine dump, which SIGQUIT makes it write to its stderr, the log pipe.
 func (m *master) explainLate(p *proc) {
 	pid := p.cmd.Process.Pid
-	m.logf("warning: service %s: process %s pid %d did not report ready within %s; restarting it; its threads (id, state, kernel wait): %s",
+	m.logf("warning: service %s: process %s pid %d did not report ready within %s; killing it; its threads (id, state, kernel wait): %s",
 		p.svc.conf.Name, p.cmd.Path, pid, readyLimit, threadStates(pid))
 	p.cmd.Process.Signal(syscall.SIGQUIT)
 	select {
@@ -698,7 +705,13 @@ func (m *master) readControl(p *proc) {
 	for {
 		n, err := p.ctl.Read(buf)
 		if n == 1 && buf[0] == service.ReadyByte {
-			close(p.ready)
+			// A daemon already taken to be hung is being killed; its
+			// late ready must not count.
+			m.mu.Lock()
+			if !p.hung {
+				close(p.ready)
+			}
+			m.mu.Unlock()
 			return
 		}
 		if err != nil {
@@ -757,7 +770,6 @@ func (m *master) wait(p *proc) {
 		s.cur = nil
 	}
 	if n := p.next; n != nil {
-		n.waiting = false
 		go m.start(n)
 	}
 	if !expected || err != nil {
