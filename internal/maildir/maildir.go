@@ -20,22 +20,33 @@
 //     O_DIRECTORY|O_NOFOLLOW, and every later operation is relative to those
 //     descriptors (openat, renameat2), so a symlink swapped in between two
 //     steps is refused as well, never followed.
-//   - The file is created in tmp/ with O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600,
-//     under a unique name SECONDS.MusecPpidQseq.HOST, where seq is a
-//     process-wide counter. An existing name (clock stepped back, pid reused)
-//     is skipped, never overwritten.
+//   - The file is created in tmp/ without a name (O_TMPFILE, mode 0600),
+//     where the kernel and the file system allow it: a reader can no more
+//     see it than a file in tmp/, and a failed or interrupted delivery
+//     leaves nothing behind, not even after a crash. It also spares the
+//     disk a write: without a journal, ext4 writes a new file's directory
+//     at its fsync, and tmp/ is of no use after a crash. Elsewhere (no
+//     O_TMPFILE, no /proc/self/fd to link it by) it is created in tmp/ with
+//     O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600, under a unique name
+//     SECONDS.MusecPpidQseq.HOST, where seq is a process-wide counter. An
+//     existing name (clock stepped back, pid reused) is skipped, never
+//     overwritten.
 //   - The caller's prefix is written as given, then the message, copied
 //     through a 64 KiB buffer with CRLF turned into LF (a CR not followed by
 //     LF is kept). The whole message is never held in memory.
-//   - The file is fsync'd, renamed into new/ as NAME,W=VSIZE,S=SIZE (SIZE
-//     is the file's size in bytes, VSIZE its size with CRLF line ends, which
-//     POP3 and IMAP report; both as Dovecot writes them) with
-//     RENAME_NOREPLACE, and new/ is fsync'd. Only then does Deliver return success.
-//     DeliverUnsynced stops before that fsync and leaves it (Pending.Sync)
+//   - The file is fsync'd, linked (the unnamed file; linkat never replaces
+//     a name) or renamed with RENAME_NOREPLACE (the named one) into new/ as
+//     NAME,W=VSIZE,S=SIZE, where NAME is a unique name as above, SIZE is the
+//     file's size in bytes and VSIZE its size with CRLF line ends, which
+//     POP3 and IMAP report (both as Dovecot writes them), and new/ is
+//     fsync'd. Only then does Deliver return success.
+//     (The link is how qmail, whose Maildir this is, moves a message into
+//     new/.) DeliverUnsynced stops before that fsync and leaves it (Pending.Sync)
 //     to the caller, who may make it after leaving the owner's ids.
 //
-// Failure modes. Any error removes the tmp/ file and returns an *Error that
-// names the step and the path that failed. IsTemporary tells a condition that
+// Failure modes. Any error removes the tmp/ file (or closes the unnamed
+// one) and returns an *Error that names the step and the path that failed
+// (an unnamed file is "DIR/tmp/(unnamed)"). IsTemporary tells a condition that
 // may clear by itself or by an administrator's hand without the message
 // changing (ENOSPC, EDQUOT, EACCES, EPERM, EIO, EROFS, a missing directory,
 // resource exhaustion, an error reading the message) from one where this
@@ -177,7 +188,8 @@ var bufPool = sync.Pool{New: func() any {
 
 // Deliver writes prefix (headers such as Return-Path and Delivered-To,
 // already in LF form) followed by the message read from r, with CRLF turned
-// into LF, into tmp/, fsyncs it, renames it into new/ and fsyncs new/. It
+// into LF, into tmp/ (unnamed where it can), fsyncs it, links or renames
+// it into new/ and fsyncs new/. It
 // returns the final file name, relative to new/. On error nothing is left in
 // tmp/ or new/, and the error is an *Error.
 func (d *Delivery) Deliver(prefix []byte, r io.Reader) (string, error) {
@@ -261,6 +273,14 @@ func (d *Delivery) DeliverUnsynced(prefix []byte, r io.Reader) (*Pending, error)
 	}
 
 	host := sanitizeHost(d.Hostname)
+	if fd, ok := openUnnamed(tmpfd); ok {
+		final, err := deliverUnnamed(fd, newfd, dir, host, prefix, r)
+		if err != nil {
+			return nil, err
+		}
+		keepNew = true
+		return &Pending{Name: final, dir: dir, newfd: newfd}, nil
+	}
 	tmpName, fd, err := createTmp(tmpfd, dir, host)
 	if err != nil {
 		return nil, err
@@ -423,6 +443,81 @@ func createTmp(tmpfd int, dir, host string) (string, int, error) {
 		}
 	}
 	return "", -1, newError("create", dir+"/tmp", fmt.Errorf("no unique name after %d tries: %w", maxNameTries, err))
+}
+
+// unnamedOff is set once the kernel or the file system has refused an
+// unnamed file, so that later deliveries go straight to tmp/NAME.
+var unnamedOff atomic.Bool
+
+// procFD reports whether /proc/self/fd is there to link an unnamed file
+// by: linkat(2) with AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH, which
+// local does not have.
+var procFD = sync.OnceValue(func() bool {
+	var st unix.Stat_t
+	return unix.Stat("/proc/self/fd", &st) == nil
+})
+
+// unnamed reports whether a delivery may try an unnamed file; a test hook.
+var unnamed = func() bool { return !unnamedOff.Load() && procFD() }
+
+// openUnnamed opens an unnamed file in tmp/'s file system (O_TMPFILE), or
+// reports that this kernel, file system or process cannot have one.
+func openUnnamed(tmpfd int) (int, bool) {
+	if !unnamed() {
+		return -1, false
+	}
+	for {
+		fd, err := unix.Openat(tmpfd, ".", unix.O_WRONLY|unix.O_TMPFILE|unix.O_CLOEXEC, 0o600)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			// EOPNOTSUPP (a file system without it), EISDIR (a kernel
+			// before 3.11 takes the flag for O_DIRECTORY), EINVAL: not in
+			// this process's life. Anything else (EACCES, ENOSPC, EDQUOT)
+			// is for the tmp/NAME path to meet and report with a name.
+			if err == unix.EOPNOTSUPP || err == unix.EISDIR || err == unix.EINVAL {
+				unnamedOff.Store(true)
+			}
+			return -1, false
+		}
+		return fd, true
+	}
+}
+
+// deliverUnnamed writes the message into the unnamed file fd, fsyncs it
+// and links it into new/ under a unique name, which it returns. On error
+// the file is closed and, having no name, gone: nothing to clean up, not
+// even after a crash.
+func deliverUnnamed(fd, newfd int, dir, host string, prefix []byte, r io.Reader) (string, error) {
+	defer unix.Close(fd)
+	path := dir + "/tmp/(unnamed)"
+	size, vsize, err := writeMessage(fd, path, prefix, r)
+	if err != nil {
+		return "", err
+	}
+	if err := unix.Fsync(fd); err != nil {
+		return "", newError("fsync", path, err)
+	}
+	src := "/proc/self/fd/" + strconv.Itoa(fd)
+	sizes := ",W=" + strconv.FormatInt(vsize, 10) + ",S=" + strconv.FormatInt(size, 10)
+	for range maxNameTries {
+		final := uniqueName(host) + sizes
+		err := linkNew(src, newfd, final)
+		if err == nil {
+			return final, nil
+		}
+		if err != unix.EEXIST && err != unix.EINTR {
+			return "", newError("link", path+" -> "+dir+"/new/"+final, err)
+		}
+	}
+	return "", newError("link", dir+"/new", fmt.Errorf("no unique name after %d tries: %w", maxNameTries, unix.EEXIST))
+}
+
+// linkNew gives the unnamed file behind the /proc path src the name
+// newname in new/; linkat never replaces an existing name. A test hook.
+var linkNew = func(src string, newfd int, newname string) error {
+	return unix.Linkat(unix.AT_FDCWD, src, newfd, newname, unix.AT_SYMLINK_FOLLOW)
 }
 
 // renameIntoNew moves tmp/tmpName to new/NAME,W=vsize,S=size without

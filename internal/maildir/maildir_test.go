@@ -255,8 +255,22 @@ func TestNotADirectory(t *testing.T) {
 	}
 }
 
+// eachWay runs f once with unnamed files (O_TMPFILE) and once with named
+// ones in tmp/, the way for kernels and file systems without them.
+func eachWay(t *testing.T, f func(t *testing.T)) {
+	t.Run("unnamed", f)
+	t.Run("named", func(t *testing.T) {
+		orig := unnamed
+		unnamed = func() bool { return false }
+		defer func() { unnamed = orig }()
+		f(t)
+	})
+}
+
 // TestENOSPCHook injects a full disk through the write hook.
-func TestENOSPCHook(t *testing.T) {
+func TestENOSPCHook(t *testing.T) { eachWay(t, testENOSPCHook) }
+
+func testENOSPCHook(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "Maildir")
 	for _, errno := range []unix.Errno{unix.ENOSPC, unix.EDQUOT, unix.EIO, unix.EFBIG} {
 		calls := 0
@@ -307,7 +321,9 @@ func TestENOSPCTmpfs(t *testing.T) {
 	}
 }
 
-func TestReaderError(t *testing.T) {
+func TestReaderError(t *testing.T) { eachWay(t, testReaderError) }
+
+func testReaderError(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "Maildir")
 	boom := errors.New("queue file unreadable")
 	_, err := (&Delivery{Dir: dir, Create: true}).Deliver(nil, iotest.TimeoutReader(iotest.OneByteReader(strings.NewReader("abc"))))
@@ -323,6 +339,9 @@ func TestReaderError(t *testing.T) {
 }
 
 func TestRenameCollision(t *testing.T) {
+	origUnnamed := unnamed
+	unnamed = func() bool { return false }
+	defer func() { unnamed = origUnnamed }()
 	dir := filepath.Join(t.TempDir(), "Maildir")
 	d := &Delivery{Dir: dir, Hostname: "h", Create: true}
 	first, err := d.Deliver(nil, strings.NewReader("one"))
@@ -359,6 +378,97 @@ func TestRenameCollision(t *testing.T) {
 		t.Fatal("contents mixed up")
 	}
 	assertEmpty(t, dir+"/tmp")
+}
+
+func TestLinkCollision(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "Maildir")
+	d := &Delivery{Dir: dir, Hostname: "h", Create: true}
+	first, err := d.Deliver(nil, strings.NewReader("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A name taken in new/ is never replaced: the next one is tried, and
+	// the unnamed file ends up under exactly one name.
+	orig := linkNew
+	defer func() { linkNew = orig }()
+	var tried []string
+	linkNew = func(src string, newfd int, name string) error {
+		tried = append(tried, name)
+		if len(tried) == 1 {
+			return orig(src, newfd, first)
+		}
+		return orig(src, newfd, name)
+	}
+	second, err := d.Deliver(nil, strings.NewReader("two"))
+	if err != nil || len(tried) != 2 || second != tried[1] || second == first {
+		t.Fatalf("collision: %q %v tried %q", second, err, tried)
+	}
+	if string(readNew(t, dir, first)) != "one" || string(readNew(t, dir, second)) != "two" {
+		t.Fatal("contents mixed up")
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(dir, "new", second), &st); err != nil || st.Nlink != 1 {
+		t.Fatalf("%s: %v, %d links", second, err, st.Nlink)
+	}
+	assertEmpty(t, dir+"/tmp")
+
+	// Another error stops the delivery; the file is gone with its fd.
+	linkNew = func(string, int, string) error { return unix.EMLINK }
+	_, err = d.Deliver(nil, strings.NewReader("three"))
+	var e *Error
+	if !errors.As(err, &e) || e.Op != "link" || !errors.Is(err, unix.EMLINK) {
+		t.Fatalf("link error: %v", err)
+	}
+	assertEmpty(t, dir+"/tmp")
+	if n, _, _ := List(dir); len(n) != 2 {
+		t.Fatalf("new/ holds %v", n)
+	}
+}
+
+// spyReader lists tmp/ once the writer has begun to read the message.
+type spyReader struct {
+	r     io.Reader
+	tmp   string
+	names []string
+	err   error
+	seen  bool
+}
+
+func (s *spyReader) Read(p []byte) (int, error) {
+	if !s.seen {
+		s.seen = true
+		s.names, s.err = filepath.Glob(s.tmp + "/*")
+	}
+	return s.r.Read(p)
+}
+
+// TestUnnamedInvisible: while a message is written, tmp/ shows nothing
+// with unnamed files, and the named file otherwise.
+func TestUnnamedInvisible(t *testing.T) {
+	for _, named := range []bool{false, true} {
+		dir := filepath.Join(t.TempDir(), "Maildir")
+		if named {
+			orig := unnamed
+			unnamed = func() bool { return false }
+			defer func() { unnamed = orig }()
+		}
+		spy := &spyReader{r: strings.NewReader("Subject: x\r\n\r\nbody\r\n"), tmp: dir + "/tmp"}
+		name, err := (&Delivery{Dir: dir, Create: true}).Deliver([]byte("X: y\n"), spy)
+		if err != nil || spy.err != nil {
+			t.Fatal(err, spy.err)
+		}
+		want := 0
+		if named {
+			want = 1
+		}
+		if len(spy.names) != want {
+			t.Fatalf("named=%v: tmp/ held %q during the write", named, spy.names)
+		}
+		if got := string(readNew(t, dir, name)); got != "X: y\nSubject: x\n\nbody\n" {
+			t.Fatalf("content %q", got)
+		}
+		assertEmpty(t, dir+"/tmp")
+	}
 }
 
 func TestList(t *testing.T) {
