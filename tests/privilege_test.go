@@ -333,6 +333,30 @@ func TestPrivilege(t *testing.T) {
 	// for the write and back; give any such thread time to be done.
 	time.Sleep(300 * time.Millisecond)
 
+	t.Run("timer slack", func(t *testing.T) {
+		// Every thread of master and of every daemon has master's timer
+		// slack of 1 ms (cmd/master/slack.go), not Linux's 50 µs.
+		procs := map[string]int{"master": in.MasterPid()}
+		for prog, pid := range pids {
+			procs[prog] = pid
+		}
+		for prog, pid := range procs {
+			tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+			if err != nil || len(tasks) == 0 {
+				t.Fatalf("%s[%d]: threads: %v", prog, pid, err)
+			}
+			for _, task := range tasks {
+				b, err := os.ReadFile(fmt.Sprintf("/proc/%s/timerslack_ns", task.Name()))
+				if err != nil {
+					t.Fatalf("%s[%d] thread %s: %v", prog, pid, task.Name(), err)
+				}
+				if got := strings.TrimSpace(string(b)); got != "1000000" {
+					t.Errorf("%s[%d] thread %s: timer slack %s ns, want 1000000", prog, pid, task.Name(), got)
+				}
+			}
+		}
+	})
+
 	t.Run("daemons", func(t *testing.T) {
 		// pickup (reads and removes maildrop/) and showq (reads the
 		// queue for mailq) have the same row as cleanup and qmgr.

@@ -178,6 +178,11 @@ func (m *master) run(detach bool) error {
 	}
 	defer lock.Close()
 
+	if m.root {
+		if n := setProcessSlack(); n != 0 {
+			m.logf("warning: timer slack: %d of master's threads keep the default", n)
+		}
+	}
 	go m.spawner()
 
 	sigs := make(chan os.Signal, 4)
@@ -348,6 +353,9 @@ func (m *master) lock() (*os.File, error) {
 // tied to the thread that forked the child, and this one never exits.
 func (m *master) spawner() {
 	runtime.LockOSThread()
+	if err := setThreadSlack(); err != nil {
+		m.logf("warning: timer slack of the daemons: %v", err)
+	}
 	for r := range m.spawnCh {
 		r.done <- r.cmd.Start()
 	}
